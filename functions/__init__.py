@@ -1,0 +1,1 @@
+"""One package per workflow: ``functions/<name>/handler.py``."""

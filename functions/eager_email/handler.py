@@ -1,0 +1,192 @@
+"""Email a summary when Cloudinary finishes eager transformations.
+
+Trigger   eager_notification_url on an upload/explicit with eager_async=true  (notification_type "eager")
+Env       SENDGRID_API_KEY, FROM_VERIFIED_SENDER, TO_RECIPIENTS (space- or comma-separated);
+          CLOUDINARY_URL (its api_secret verifies the signature); SENDGRID_API_HOST (optional, e.g. EU)
+Calls     SendGrid mail/send: 1 per notification; Cloudinary: none
+Responds  200 done (sent) | 200 ignored (other types) | 400 no eager list | 401 bad signature
+          | 500 not configured, or SendGrid refused (bad key, unverified sender: see the log)
+          | 503 SendGrid rate limit, 5xx or timeout (Cloudinary retries)
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.config import word_list
+from shared.errors import BadRequest, ConfigError
+from shared.webhook import Context, Notification, Result, webhook
+
+MAX_SUBJECT_NAME = 80  # keep subjects readable in a mail client; the body has the full public ID
+
+
+@webhook(
+    accepts={"eager"},
+    requires=("SENDGRID_API_KEY", "FROM_VERIFIED_SENDER", "TO_RECIPIENTS"),
+    optional=("SENDGRID_API_HOST",),
+    demo_values={"FROM_VERIFIED_SENDER": "webhooks@example.com",
+                 "TO_RECIPIENTS": "editor@example.com producer@example.com"},
+)
+def handle(notification: Notification, ctx: Context) -> Result:
+    derivations = read_derivations(notification)
+    asset_name = notification.get("public_id") or f"batch {notification.get('batch_id') or 'without id'}"
+    recipients = read_recipients(ctx.settings.require("TO_RECIPIENTS"))
+    sender = ctx.settings.require("FROM_VERIFIED_SENDER")
+
+    subject = subject_line(str(asset_name), derivations)
+    failed = sum(1 for derivation in derivations if derivation.failed)
+    ctx.note(recipients=len(recipients), derivations=len(derivations), failed=failed)
+    ctx.act(
+        "send_email",
+        lambda: send_summary(ctx, sender, recipients, subject, str(asset_name), notification, derivations),
+        recipients=len(recipients), subject=subject, derivations=len(derivations), failed=failed,
+    )
+    return ctx.done()
+
+
+handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry point
+app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI host
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """One entry of the notification's ``eager`` list, as the email shows it."""
+
+    transformation: str
+    format: str | None
+    width: int | None
+    height: int | None
+    bytes: int | None
+    secure_url: str | None
+    failed: bool
+    reason: str | None
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> Derivation:
+        url = entry.get("secure_url") or entry.get("url")
+        url = url if isinstance(url, str) else None
+        file_format = entry.get("format")
+        if not isinstance(file_format, str) and url and "." in url.rsplit("/", 1)[-1]:
+            file_format = url.rsplit(".", 1)[-1]  # older payloads carry no format; the URL ends with it
+        return cls(
+            transformation=str(entry.get("transformation") or "(unnamed)"),
+            format=file_format if isinstance(file_format, str) else None,
+            width=_whole(entry.get("width")),
+            height=_whole(entry.get("height")),
+            bytes=_whole(entry.get("bytes")),
+            secure_url=url,
+            failed=str(entry.get("status", "")).lower() == "failed",
+            reason=str(entry["reason"]) if entry.get("reason") else None,
+        )
+
+    def describe(self) -> str:
+        """One line of facts: format, dimensions, size (the HTML and text bodies share it)."""
+        facts = [self.format.upper() if self.format else None,
+                 f"{self.width}x{self.height}" if self.width and self.height else None,
+                 human_size(self.bytes) if self.bytes is not None else None]
+        return ", ".join(fact for fact in facts if fact) or "no details"
+
+
+def read_derivations(notification: Notification) -> list[Derivation]:
+    entries = notification.require("eager", list)
+    if not entries or not all(isinstance(entry, Mapping) for entry in entries):
+        raise BadRequest("The notification's eager list is empty or holds non-objects.", code="bad_field")
+    return [Derivation.from_entry(entry) for entry in entries]
+
+
+def read_recipients(raw: str) -> list[str]:
+    recipients = list(dict.fromkeys(word_list(raw)))  # drop repeats, keep the order given
+    malformed = [address for address in recipients if "@" not in address.strip("@")]
+    if malformed:
+        raise ConfigError(f"eager_email: TO_RECIPIENTS has {len(malformed)} entry(ies) that are not addresses")
+    return recipients
+
+
+def subject_line(asset_name: str, derivations: list[Derivation]) -> str:
+    name = asset_name if len(asset_name) <= MAX_SUBJECT_NAME else asset_name[: MAX_SUBJECT_NAME - 1] + "…"
+    failed = sum(1 for derivation in derivations if derivation.failed)
+    total = len(derivations)
+    noun = "derived version" if total == 1 else "derived versions"
+    if failed == 0:
+        return f"Cloudinary: {total} {noun} of {name} ready"
+    if failed == total:
+        return f"Cloudinary: {noun} of {name} failed ({failed} of {total})"
+    return f"Cloudinary: {failed} of {total} {noun} of {name} failed"
+
+
+def text_body(asset_name: str, notification: Notification, derivations: list[Derivation]) -> str:
+    lines = [f"Cloudinary finished the eager transformations of {asset_name}.", ""]
+    for number, derivation in enumerate(derivations, 1):
+        lines.append(f"{number}. {derivation.transformation}")
+        if derivation.failed:
+            lines.append(f"   FAILED: {derivation.reason or 'no reason given'}")
+        else:
+            lines.append(f"   {derivation.describe()}")
+            if derivation.secure_url:
+                lines.append(f"   {derivation.secure_url}")
+        lines.append("")
+    lines.append(_footer(notification))
+    return "\n".join(lines)
+
+
+def html_body(asset_name: str, notification: Notification, derivations: list[Derivation]) -> str:
+    rows = []
+    for derivation in derivations:
+        if derivation.failed:
+            outcome = f'<strong style="color:#b00020">Failed:</strong> {html.escape(derivation.reason or "no reason given")}'
+        elif derivation.secure_url:
+            url = html.escape(derivation.secure_url, quote=True)
+            outcome = f'{html.escape(derivation.describe())}<br><a href="{url}">{url}</a>'
+        else:
+            outcome = html.escape(derivation.describe())
+        rows.append(f"<tr><td><code>{html.escape(derivation.transformation)}</code></td><td>{outcome}</td></tr>")
+    return (
+        f"<p>Cloudinary finished the eager transformations of <strong>{html.escape(asset_name)}</strong>.</p>"
+        '<table cellpadding="6" border="1" style="border-collapse:collapse">'
+        "<tr><th>Transformation</th><th>Result</th></tr>"
+        + "".join(rows)
+        + f"</table><p style=\"color:#666\">{html.escape(_footer(notification))}</p>"
+    )
+
+
+def send_summary(ctx: Context, sender: str, recipients: list[str], subject: str, asset_name: str,
+                 notification: Notification, derivations: list[Derivation]) -> int:
+    """One SendGrid request; one personalization per recipient, so nobody sees the others' addresses.
+    Click tracking is off: it would rewrite the Cloudinary URLs into tracking redirects."""
+    from sendgrid.helpers.mail import ClickTracking, Mail, To, TrackingSettings
+
+    from shared import sendgrid_api
+
+    message = Mail(
+        from_email=sender,
+        to_emails=[To(address) for address in recipients],
+        subject=subject,
+        plain_text_content=text_body(asset_name, notification, derivations),
+        html_content=html_body(asset_name, notification, derivations),
+        is_multiple=True,
+    )
+    tracking = TrackingSettings()
+    tracking.click_tracking = ClickTracking(enable=False, enable_text=False)
+    message.tracking_settings = tracking
+    return sendgrid_api.send(ctx.settings, message)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} bytes"  # unreachable; keeps type checkers content
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _footer(notification: Notification) -> str:
+    batch = notification.get("batch_id")
+    return f"Eager batch {batch}." if batch else "Sent by the eager_email webhook function."

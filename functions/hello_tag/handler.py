@@ -1,0 +1,48 @@
+"""Tag every new upload: the AWS blueprint's "Hello World" listener, and the template to copy.
+
+Trigger   notification_url on upload (or an upload preset, or a global "upload" trigger)
+Env       CLOUDINARY_URL; HELLO_TAG (optional, default "Hello World!")
+Calls     Upload API tags/add: 1 per new upload, 0 when the payload already carries the tag
+Responds  200 done (tag added) | 200 ignored (other types, already tagged, asset gone) | 400 no public_id
+          | 401 bad signature | 500 not configured | 503 Cloudinary rate limit, 5xx or timeout
+"""
+
+from __future__ import annotations
+
+from shared.webhook import Context, Notification, Result, webhook
+
+DEFAULT_TAG = "Hello World!"
+
+
+@webhook(accepts={"upload"}, requires=("CLOUDINARY_URL",), optional=("HELLO_TAG",))
+def handle(notification: Notification, ctx: Context) -> Result:
+    public_id = notification.require("public_id")
+    resource_type = notification.get("resource_type") or "image"
+    delivery_type = notification.get("type") or "upload"
+    tag = ctx.settings.get("HELLO_TAG") or DEFAULT_TAG
+
+    # Cloudinary retries and users resend: an asset that already carries the tag needs no call.
+    if tag in (notification.get("tags") or []):
+        return ctx.ignored("already tagged", tag=tag)
+
+    tagged = ctx.act("add_tag", lambda: add_tag(tag, public_id, resource_type, delivery_type),
+                     public_id=public_id, tag=tag)
+    if tagged is not None and public_id not in tagged:
+        return ctx.ignored("the asset no longer exists", tag=tag)
+    return ctx.done(tag=tag)
+
+
+handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry point
+app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI host
+
+
+def add_tag(tag: str, public_id: str, resource_type: str, delivery_type: str) -> list[str]:
+    """Add the tag with the Upload API's tags call: no read-modify-write of the tag list, so two
+    notifications (or a person editing tags meanwhile) cannot lose each other's tags."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    with cloudinary_api.calling("tags/add"):
+        result = sdk.uploader.add_tag(tag, [public_id], resource_type=resource_type, type=delivery_type,
+                                      timeout=cloudinary_api.timeout())
+    return list(result.get("public_ids") or [])

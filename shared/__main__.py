@@ -1,0 +1,14 @@
+"""``python -m shared --help``: the local server and the tools around the functions."""
+
+import sys
+from pathlib import Path
+
+# The functions are imported as `functions.<name>.handler`: make that work from any working directory.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from shared.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

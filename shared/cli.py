@@ -1,0 +1,349 @@
+"""``python -m shared``: run, try, copy and check the webhook functions locally.
+
+    serve   every function on one local server, as Netlify and Vercel would route them
+    send    sign a sample notification exactly as Cloudinary does and POST it
+    new     start a new function from a template (hello_tag by default)
+    check   which environment variables each function needs, and whether they are set
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from shared import config, verify
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = PROJECT_ROOT / "functions"
+TESTS_DIR = PROJECT_ROOT / "tests" / "functions"
+DEMO_SECRET_FILE = PROJECT_ROOT / ".local" / "demo-signing-secret"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8888
+ROUTE_PREFIXES = ("/.netlify/functions/", "/api/")
+_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
+# --- discovering functions ------------------------------------------------------------------------
+
+def function_names() -> list[str]:
+    """Every folder under functions/ with a handler.py, sorted."""
+    return sorted(path.parent.name for path in FUNCTIONS_DIR.glob("*/handler.py"))
+
+
+def load_webhook(name: str) -> Any:
+    """The ``Webhook`` object of ``functions/<name>/handler.py`` (its ``handle``)."""
+    if name not in function_names():
+        raise SystemExit(f"No function named {name!r}. Functions: {', '.join(function_names())}")
+    return importlib.import_module(f"functions.{name}.handler").handle
+
+
+# --- demo mode: the local signing secret shared by `serve` and `send` -------------------------------
+
+def demo_secret(create: bool) -> str | None:
+    if DEMO_SECRET_FILE.exists():
+        return DEMO_SECRET_FILE.read_text().strip() or None
+    if not create:
+        return None
+    DEMO_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    DEMO_SECRET_FILE.write_text(secret + "\n")
+    DEMO_SECRET_FILE.chmod(0o600)
+    return secret
+
+
+def enter_demo_mode_if_unconfigured() -> bool:
+    """With no signing secret at all, sign locally with a generated secret and run dry where credentials
+    are missing. Returns whether demo mode is on."""
+    if config.signing_secrets():
+        return False
+    os.environ["CLOUDINARY_NOTIFICATION_SECRETS"] = demo_secret(create=True) or ""
+    os.environ[config.DEMO_MODE_VAR] = "1"
+    return True
+
+
+# --- serve ----------------------------------------------------------------------------------------
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # Ctrl-C stops the server even while a request is in flight
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # the router prints its own line
+        pass
+
+
+def _json_reply(start_response: Callable[..., Any], status: str, body: dict[str, Any],
+                extra_headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                            *extra_headers])
+    return [payload]
+
+
+class Router:
+    """A WSGI app serving ``functions/<name>`` at ``/.netlify/functions/<name>`` and ``/api/<name>``."""
+
+    def __init__(self, names: Iterable[str], out: Callable[[str], None] | None = None) -> None:
+        self.names = set(names)
+        self.out = out
+
+    def route(self, path: str) -> str | None:
+        for prefix in ROUTE_PREFIXES:
+            if path.startswith(prefix):
+                name = path[len(prefix):].strip("/")
+                return name if name in self.names else None
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        path = environ.get("PATH_INFO", "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        name = self.route(path)
+        seen: dict[str, str] = {}
+
+        def remember_status(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        if name is None:
+            if path in ("/", "") and method == "GET":
+                chunks = _json_reply(remember_status, "200 OK", {"functions": {
+                    n: [f"/.netlify/functions/{n}", f"/api/{n}"] for n in sorted(self.names)}})
+            else:
+                chunks = _json_reply(remember_status, "404 Not Found",
+                                     {"error": "not_found", "message": f"No function at {path}."})
+        else:
+            app = importlib.import_module(f"functions.{name}.handler").app
+            chunks = list(app(environ, remember_status))
+        if self.out:
+            outcome = ""
+            try:
+                outcome = json.loads(b"".join(chunks)).get("status") or json.loads(b"".join(chunks)).get("error", "")
+            except (ValueError, AttributeError):
+                pass
+            elapsed = (time.perf_counter() - started) * 1000
+            self.out(f"{time.strftime('%H:%M:%S')}  {method} {path}  {seen.get('status', '?')} {outcome}  "
+                     f"{elapsed:.1f} ms")
+        return chunks
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The router prints one readable line per request; the functions' JSON lines only when asked,
+    # except errors (5xx and their tracebacks), which always show.
+    logging.getLogger("cloudinary_webhooks").setLevel(logging.INFO if args.log_json else logging.ERROR)
+    demo = enter_demo_mode_if_unconfigured()
+    names = function_names()
+    router = Router(names, out=lambda line: print(line, flush=True))
+    server = make_server(args.host, args.port, router, server_class=_ThreadingWSGIServer,
+                         handler_class=_QuietHandler)
+    base = f"http://{args.host}:{server.server_port}"
+    print(f"Serving {len(names)} function(s) on {base}")
+    for name in names:
+        webhook = load_webhook(name)
+        missing = [var for var in webhook.requires if not os.environ.get(var, "").strip()]
+        note = ""
+        if missing and demo:
+            note = f"  (dry run: {', '.join(missing)} not set)"
+        elif missing:
+            note = f"  (NOT CONFIGURED: {', '.join(missing)} not set; requests answer 500)"
+        print(f"  {name:<22} {base}/api/{name}   {base}/.netlify/functions/{name}{note}")
+    if demo:
+        print("\nDEMO MODE: no CLOUDINARY_URL or CLOUDINARY_NOTIFICATION_SECRETS is set, so notifications are\n"
+              f"verified with a generated local secret ({DEMO_SECRET_FILE.relative_to(PROJECT_ROOT)}), which\n"
+              "`python -m shared send` also uses. Functions whose credentials are missing only report what\n"
+              "they would do. Set the variables from each function's README to run them for real.")
+    print(f"\nTry: python -m shared send {names[0] if names else 'NAME'}    (Ctrl-C stops the server)\n",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nStopped.")
+    finally:
+        server.server_close()
+    return 0
+
+
+# --- send -----------------------------------------------------------------------------------------
+
+def sample_path(name: str, sample: str | None) -> Path:
+    samples_dir = FUNCTIONS_DIR / name / "samples"
+    if sample:
+        candidate = Path(sample)
+        if candidate.is_file():
+            return candidate
+        named = samples_dir / (sample if sample.endswith(".json") else f"{sample}.json")
+        if named.is_file():
+            return named
+        available = ", ".join(path.stem for path in sorted(samples_dir.glob("*.json")))
+        raise SystemExit(f"No sample {sample!r} for {name}. Samples: {available or 'none'}")
+    webhook = load_webhook(name)
+    for accepted in sorted(webhook.accepts):
+        if (samples_dir / f"{accepted}.json").is_file():
+            return samples_dir / f"{accepted}.json"
+    found = sorted(samples_dir.glob("*.json"))
+    if not found:
+        raise SystemExit(f"{name} has no samples in {samples_dir}")
+    return found[0]
+
+
+def signing_secret_for_send() -> str:
+    configured = config.signing_secrets()
+    if configured:
+        return configured[0]
+    local = demo_secret(create=True)
+    assert local
+    return local
+
+
+def post_signed(url: str, body: bytes, secret: str, algorithm: str = "sha1",
+                timeout: float = 25.0) -> tuple[int, bytes]:
+    headers = {**verify.signed_headers(body, secret, algorithm=algorithm), "User-Agent": "Cloudinary"}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - the user's URL
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    path = sample_path(args.name, args.sample)
+    body = path.read_bytes()  # sent and signed byte for byte, as Cloudinary signs what it sends
+    url = args.url or f"http://{DEFAULT_HOST}:{args.port}/api/{args.name}"
+    try:
+        status, answer = post_signed(url, body, signing_secret_for_send(), args.algorithm)
+    except (urllib.error.URLError, OSError) as error:
+        print(f"Could not reach {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+        if not args.url:
+            print("Is the local server running? Start it with: python -m shared serve", file=sys.stderr)
+        return 2
+    print(f"POST {url}  ({path.name}, {len(body)} bytes, signed {args.algorithm})")
+    print(f"-> {status}")
+    try:
+        print(json.dumps(json.loads(answer), indent=2, ensure_ascii=False))
+    except ValueError:
+        print(answer.decode("utf-8", "replace"))
+    return 0 if status == 200 else 1
+
+
+# --- new ------------------------------------------------------------------------------------------
+
+def cmd_new(args: argparse.Namespace) -> int:
+    name, template = args.name, args.template
+    if not _NAME_PATTERN.match(name):
+        raise SystemExit("NAME must be snake_case: lower-case letters, digits and _, starting with a letter.")
+    if template not in function_names():
+        raise SystemExit(f"No template {template!r}. Functions: {', '.join(function_names())}")
+    target = FUNCTIONS_DIR / name
+    if target.exists():
+        raise SystemExit(f"{target.relative_to(PROJECT_ROOT)} already exists; nothing changed.")
+
+    def rename(text: str) -> str:
+        return text.replace(template, name).replace(template.upper(), name.upper())
+
+    written = []
+    shutil.copytree(FUNCTIONS_DIR / template, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for path in sorted(target.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".md", ".json", ".txt"}:
+            path.write_text(rename(path.read_text()))
+            written.append(path)
+    template_test = TESTS_DIR / f"test_{template}.py"
+    if template_test.exists():
+        new_test = TESTS_DIR / f"test_{name}.py"
+        new_test.write_text(rename(template_test.read_text()))
+        written.append(new_test)
+    print(f"Created {name} from {template}:")
+    for path in written:
+        print(f"  {path.relative_to(PROJECT_ROOT)}")
+    print(f"\nNext: edit functions/{name}/handler.py, then run its tests: "
+          f".venv/bin/pytest tests/functions/test_{name}.py")
+    return 0
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace) -> int:
+    all_set = True
+    try:
+        secrets_configured = len(config.signing_secrets())
+    except Exception as error:  # a malformed CLOUDINARY_URL: say so, never print it
+        print(f"signing secret: CLOUDINARY_URL is malformed ({type(error).__name__})")
+        secrets_configured, all_set = 0, False
+    print(f"signing secret: {'set' if secrets_configured else 'MISSING'} "
+          f"({secrets_configured} configured; from CLOUDINARY_URL / CLOUDINARY_NOTIFICATION_SECRETS)")
+    all_set &= bool(secrets_configured)
+    for name in function_names():
+        webhook = load_webhook(name)
+        print(f"\n{name}  (accepts: {', '.join(sorted(webhook.accepts))})")
+        for var in webhook.requires:
+            present = bool(os.environ.get(var, "").strip())
+            all_set &= present
+            print(f"  {var:<34} {'set' if present else 'MISSING'}  required")
+        for var in webhook.optional:
+            present = bool(os.environ.get(var, "").strip())
+            print(f"  {var:<34} {'set' if present else 'not set'}  optional")
+    return 0 if all_set else 1
+
+
+# --- entry ----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared",
+        description="Run, try, copy and check the Cloudinary webhook functions locally.",
+        epilog="Start with `python -m shared serve` in one terminal and `python -m shared send hello_tag` "
+               "in another. With nothing configured the server runs in demo mode: it signs and verifies "
+               "with a local secret and only reports what each function would do.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve every function locally (demo mode when unconfigured)",
+                                description="Serve every function at /.netlify/functions/NAME and /api/NAME.")
+    serve.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0 = any)")
+    serve.add_argument("--log-json", action="store_true", help="also print each function's JSON log line")
+    serve.set_defaults(run=cmd_serve)
+
+    send = commands.add_parser("send", help="sign a sample notification as Cloudinary does and POST it",
+                               description="Sign a notification (current timestamp) and POST it. The secret "
+                                           "is CLOUDINARY_URL's api_secret, else the local demo secret.")
+    send.add_argument("name", help="function name, e.g. eager_email")
+    send.add_argument("sample", nargs="?", help="sample name from functions/NAME/samples, or a JSON file")
+    send.add_argument("--url", help="where to POST (default: the local server's /api/NAME)")
+    send.add_argument("--port", type=int, default=DEFAULT_PORT, help="local server port (default %(default)s)")
+    send.add_argument("--algorithm", choices=("sha1", "sha256"), default="sha1", help="signature hash")
+    send.set_defaults(run=cmd_send)
+
+    new = commands.add_parser("new", help="create functions/NAME from a template, with its test",
+                              description="Copy a function (default hello_tag) and its test under a new name.")
+    new.add_argument("name", help="snake_case name of the new function")
+    new.add_argument("--from", dest="template", default="hello_tag", help="function to copy (default %(default)s)")
+    new.set_defaults(run=cmd_new)
+
+    check = commands.add_parser("check", help="list each function's environment variables: set or missing",
+                                description="Never prints values. Exits 1 when a required variable is missing.")
+    check.set_defaults(run=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)

@@ -1,0 +1,84 @@
+"""The Cloudinary SDK for functions: imported at first use, configured from ``CLOUDINARY_URL`` (query
+string settings such as ``upload_prefix`` included), every call with a timeout, and its exceptions turned
+into the statuses of DESIGN.md §4.
+
+    from shared import cloudinary_api
+    sdk = cloudinary_api.sdk()
+    with cloudinary_api.calling("add_tag"):
+        sdk.uploader.add_tag(tag, [public_id], timeout=cloudinary_api.timeout())
+
+Not imported by ``shared`` itself: a request rejected for its signature never loads the SDK.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType, SimpleNamespace
+
+from shared import config
+from shared.errors import DependencyRejected, DependencyUnavailable
+
+DEFAULT_TIMEOUT_SECONDS = 8.0  # Cloudinary waits 20 s for our answer; two calls must fit well inside.
+
+_configured_from: str | None = None
+
+
+class AssetNotFound(Exception):
+    """Cloudinary answered 404 for the asset: usually it was deleted meanwhile."""
+
+
+class AssetConflict(Exception):
+    """Cloudinary answered 409: the target already exists (e.g. rename onto a taken public ID)."""
+
+
+def timeout() -> float:
+    return config.number("CLOUDINARY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)
+
+
+def sdk() -> SimpleNamespace:
+    """The configured SDK: ``.uploader`` (Upload API), ``.api`` (Admin API), ``.cloudinary``."""
+    global _configured_from
+    import cloudinary
+    import cloudinary.api
+    import cloudinary.uploader
+
+    url = os.environ.get("CLOUDINARY_URL", "")
+    if url != _configured_from:
+        config.cloudinary_credentials()  # a clear error for a malformed URL, before the SDK's own
+        cloudinary.reset_config()  # re-reads CLOUDINARY_URL, including ?upload_prefix=...
+        _configured_from = url
+    return SimpleNamespace(cloudinary=cloudinary, uploader=cloudinary.uploader, api=cloudinary.api)
+
+
+def _short(error: BaseException) -> str:
+    return str(error)[:300]
+
+
+@contextmanager
+def calling(what: str) -> Iterator[None]:
+    """Translate the SDK's exceptions raised inside the block (``what`` names the call in the log)."""
+    exceptions: ModuleType = __import__("cloudinary.exceptions", fromlist=["Error"])
+    try:
+        yield
+    except exceptions.NotFound as error:
+        raise AssetNotFound(_short(error)) from error
+    except exceptions.AlreadyExists as error:
+        raise AssetConflict(_short(error)) from error
+    except exceptions.RateLimited as error:
+        raise DependencyUnavailable("Cloudinary's rate limit was reached; a retry will finish the work.",
+                                    code="cloudinary_rate_limited", log_detail=f"{what}: {_short(error)}") \
+            from error
+    except (exceptions.AuthorizationRequired, exceptions.NotAllowed) as error:
+        raise DependencyRejected("Cloudinary refused the function's credentials.",
+                                 code="cloudinary_unauthorized", log_detail=f"{what}: {_short(error)}") \
+            from error
+    except exceptions.BadRequest as error:
+        raise DependencyRejected("Cloudinary rejected the request.", code="cloudinary_bad_request",
+                                 log_detail=f"{what}: {_short(error)}") from error
+    except exceptions.Error as error:
+        # 5xx, timeouts, resets and unparsable answers all surface as the SDK's base or general error.
+        raise DependencyUnavailable("Cloudinary is unavailable; a retry will finish the work.",
+                                    code="cloudinary_unavailable", log_detail=f"{what}: {_short(error)}") \
+            from error

@@ -1,0 +1,126 @@
+"""Environment variables, read at request time with clear messages (DESIGN.md §4 "Environment").
+
+Nothing is read at import: a warm serverless container sees configuration changes on the next request,
+and tests can set variables per test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import unquote, urlsplit
+
+from shared.errors import ConfigError
+
+DEMO_MODE_VAR = "CLOUDINARY_WEBHOOKS_DEMO"  # set by `python -m shared serve` when nothing is configured
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+def flag(name: str, default: bool = False, environ: Mapping[str, str] | None = None) -> bool:
+    """A yes/no variable. Anything that is not clearly yes or no is a configuration error."""
+    raw = (environ if environ is not None else os.environ).get(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off")
+
+
+def integer(name: str, default: int, environ: Mapping[str, str] | None = None, *, minimum: int = 0) -> int:
+    raw = (environ if environ is not None else os.environ).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}")
+    return value
+
+
+def number(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    raw = (environ if environ is not None else os.environ).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number") from None
+
+
+def word_list(raw: str) -> list[str]:
+    """Split a space- or comma-separated list, as Cloudinary's course does for TO_RECIPIENTS."""
+    return [item for item in raw.replace(",", " ").split() if item]
+
+
+def cloudinary_credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str, str] | None:
+    """(cloud_name, api_key, api_secret) from ``CLOUDINARY_URL``, or None when it is not set."""
+    raw = (environ if environ is not None else os.environ).get("CLOUDINARY_URL", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme != "cloudinary" or not parts.hostname or not parts.username or not parts.password:
+        raise ConfigError("CLOUDINARY_URL must look like cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
+    return parts.hostname, unquote(parts.username), unquote(parts.password)
+
+
+def signing_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every secret a notification may be signed with: CLOUDINARY_URL's api_secret, then the extra
+    ``CLOUDINARY_NOTIFICATION_SECRETS`` (comma-separated) kept during a key rotation."""
+    env = environ if environ is not None else os.environ
+    secrets: list[str] = []
+    credentials = cloudinary_credentials(env)
+    if credentials:
+        secrets.append(credentials[2])
+    extra = env.get("CLOUDINARY_NOTIFICATION_SECRETS", "")
+    secrets.extend(secret.strip() for secret in extra.split(",") if secret.strip())
+    return secrets
+
+
+def demo_mode(environ: Mapping[str, str] | None = None) -> bool:
+    return flag(DEMO_MODE_VAR, environ=environ)
+
+
+class Settings:
+    """A function's view of its environment for one request.
+
+    ``require`` names the variable in the error (for the log) when it is missing. In local demo mode a
+    function's declared demo values stand in for its missing settings, and the request runs dry.
+    """
+
+    def __init__(self, function: str, environ: Mapping[str, str], demo_values: Mapping[str, str] | None = None):
+        self.function = function
+        self._environ = environ
+        self._demo_values = dict(demo_values or {})
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self._environ.get(name, "").strip()
+        if value:
+            return value
+        return self._demo_values.get(name, default)
+
+    def require(self, name: str) -> str:
+        value = self.get(name)
+        if not value:
+            raise ConfigError(f"{self.function}: environment variable {name} is not set")
+        return value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        return flag(name, default, self._environ)
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        return integer(name, default, self._environ, minimum=minimum)
+
+    def number(self, name: str, default: float) -> float:
+        return number(name, default, self._environ)
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = (self.get(name) or default).strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{self.function}: {name} must be one of {', '.join(allowed)}")
+        return value

@@ -1,0 +1,211 @@
+"""One request model, built once from whatever the platform hands us, and the answers back.
+
+Adapters:
+- ``request_from_lambda_event``: AWS API Gateway REST (v1, also Netlify's shape with lower-case
+  headers), HTTP API (v2) and Lambda Function URL events; base64 bodies decoded here, once.
+- ``lambda_response``: the dict Lambda/API Gateway/Function URLs expect back.
+- ``make_wsgi_app``: a WSGI app for the same handler (Vercel ``api/`` shims, the local server, any host).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import BadRequest, PayloadTooLarge
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, read-only headers. A repeated header keeps its values joined with ', '."""
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._values: dict[str, tuple[str, str]] = {}
+        for name, value in items:
+            key = name.lower()
+            if key in self._values:
+                original, previous = self._values[key]
+                self._values[key] = (original, f"{previous}, {value}")
+            else:
+                self._values[key] = (name, value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (original for original, _ in self._values.values())
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        found = self._values.get(name.lower())
+        return found[1] if found else default
+
+    def __repr__(self) -> str:  # never print signature values by accident
+        return f"Headers({sorted(self._values)})"
+
+
+@dataclass
+class Request:
+    """An HTTP request as every function sees it, whatever platform delivered it."""
+
+    method: str
+    path: str
+    headers: Headers
+    body: bytes
+    query: dict[str, str] = field(default_factory=dict)
+    host: str | None = None
+    scheme: str = "https"
+
+    @property
+    def url(self) -> str | None:
+        """The public URL this request was sent to, when the platform tells us the host."""
+        if not self.host:
+            return None
+        return f"{self.scheme}://{self.host}{self.path}"
+
+
+@dataclass
+class Response:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded_body(self) -> bytes:
+        return json.dumps(self.body, ensure_ascii=False).encode("utf-8")
+
+    def all_headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json; charset=utf-8", **self.headers}
+
+
+REASON_PHRASES = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+                  405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
+                  500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+# --- AWS Lambda (API Gateway v1 and v2, Function URLs) and Netlify-shaped events ---------------------
+
+def _event_headers(event: Mapping[str, Any]) -> Headers:
+    multi = event.get("multiValueHeaders")
+    if isinstance(multi, Mapping) and multi:
+        return Headers((str(name), str(value)) for name, values in multi.items()
+                       for value in (values if isinstance(values, list) else [values]) if value is not None)
+    single = event.get("headers")
+    if not isinstance(single, Mapping):
+        return Headers()
+    return Headers((str(name), str(value)) for name, value in single.items() if value is not None)
+
+
+def request_from_lambda_event(event: Mapping[str, Any]) -> Request:
+    """Build a ``Request`` from an API Gateway v1/v2, Function URL or Netlify event."""
+    if not isinstance(event, Mapping):
+        raise BadRequest("The event is not an HTTP event.", code="bad_event")
+    context = event.get("requestContext") if isinstance(event.get("requestContext"), Mapping) else {}
+    http = context.get("http") if isinstance(context.get("http"), Mapping) else None
+    if http is not None:  # payload format 2.0: HTTP API and Function URLs
+        method = str(http.get("method", ""))
+        path = str(event.get("rawPath") or http.get("path") or "/")
+    else:  # payload format 1.0: REST API, and Netlify
+        method = str(event.get("httpMethod", ""))
+        path = str(event.get("path") or "/")
+    if not method:
+        raise BadRequest("The event carries no HTTP method.", code="bad_event")
+
+    headers = _event_headers(event)
+    raw_body = event.get("body")
+    if raw_body is None:
+        body = b""
+    elif event.get("isBase64Encoded"):
+        if not isinstance(raw_body, str):
+            raise BadRequest("The event body is not base64 text.", code="bad_event")
+        try:
+            body = base64.b64decode(raw_body, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("The event body is marked base64 but does not decode.", code="bad_event") from None
+    elif isinstance(raw_body, str):
+        try:
+            body = raw_body.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: no client could have sent this text
+            raise BadRequest("The event body is not valid text.", code="bad_event") from None
+    else:
+        raise BadRequest("The event body is not text.", code="bad_event")
+
+    query_source = event.get("queryStringParameters")
+    query = {str(k): str(v) for k, v in query_source.items()} if isinstance(query_source, Mapping) else {}
+    host = context.get("domainName") or headers.get("host")
+    scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip() or "https"
+    return Request(method=method.upper(), path=path, headers=headers, body=body, query=query,
+                   host=str(host) if host else None, scheme=scheme)
+
+
+def lambda_response(response: Response) -> dict[str, Any]:
+    return {
+        "statusCode": response.status,
+        "headers": response.all_headers(),
+        "body": response.encoded_body().decode("utf-8"),
+        "isBase64Encoded": False,
+    }
+
+
+# --- WSGI ------------------------------------------------------------------------------------------
+
+def _wsgi_headers(environ: Mapping[str, Any]) -> Headers:
+    pairs = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            pairs.append((key[5:].replace("_", "-").title(), str(value)))
+    if environ.get("CONTENT_TYPE"):
+        pairs.append(("Content-Type", str(environ["CONTENT_TYPE"])))
+    if environ.get("CONTENT_LENGTH"):
+        pairs.append(("Content-Length", str(environ["CONTENT_LENGTH"])))
+    return Headers(pairs)
+
+
+def request_from_wsgi(environ: Mapping[str, Any], max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Request:
+    """Build a ``Request`` from a WSGI environ, reading at most ``max_body_bytes`` + 1 bytes."""
+    headers = _wsgi_headers(environ)
+    length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
+    stream = environ.get("wsgi.input")
+    if length_text:
+        if not length_text.isdigit():
+            raise BadRequest("Content-Length is not a number.", code="bad_content_length")
+        length = int(length_text)
+        if length > max_body_bytes:
+            # Refuse before reading: a huge body never reaches memory.
+            raise PayloadTooLarge(f"The body is over {max_body_bytes} bytes.")
+        body = stream.read(length) if stream is not None and length else b""
+    elif stream is not None and environ.get("wsgi.input_terminated"):
+        body = stream.read(max_body_bytes + 1)
+    else:
+        body = b""
+    host = headers.get("x-forwarded-host") or headers.get("host") or environ.get("SERVER_NAME")
+    scheme = (headers.get("x-forwarded-proto") or str(environ.get("wsgi.url_scheme", "http"))).split(",")[0]
+    return Request(
+        method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
+        path=str(environ.get("PATH_INFO") or "/"),
+        headers=headers,
+        body=body,
+        query={},
+        host=str(host) if host else None,
+        scheme=scheme.strip(),
+    )
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def wsgi_reply(response: Response, start_response: Callable[..., Any]) -> list[bytes]:
+    payload = response.encoded_body()
+    status_line = f"{response.status} {REASON_PHRASES.get(response.status, 'Unknown')}"
+    headers = [*response.all_headers().items(), ("Content-Length", str(len(payload)))]
+    start_response(status_line, headers)
+    return [payload]

@@ -1,0 +1,307 @@
+"""The wrapper every function is written with: ``@webhook(accepts={...})``.
+
+It does, in this order, everything a function should not repeat:
+
+    method (405) -> body size (413) -> content type (415) -> signature (401, or 500 with no secret)
+    -> JSON object with a notification_type (400) -> accepted types (200 ignored)
+    -> required settings (500, or dry run in local demo mode) -> the function -> 200
+    errors raised by the function: their own status; anything unexpected: 500 with a generic body.
+
+and logs one line per request (function, notification_type, public_id, outcome, status, ms) without
+secrets, signatures or payloads. A function then reads as its story: decide, act, say what was done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import config, verify
+from shared.errors import (
+    BadRequest,
+    ConfigError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    WebhookError,
+)
+from shared.http import (
+    DEFAULT_MAX_BODY_BYTES,
+    Request,
+    Response,
+    lambda_response,
+    request_from_lambda_event,
+    request_from_wsgi,
+    wsgi_reply,
+)
+
+log = logging.getLogger("cloudinary_webhooks")
+if log.level == logging.NOTSET:
+    # AWS Lambda's root logger stops at WARNING; the one line per request is INFO and must get through.
+    log.setLevel(logging.INFO)
+
+
+class Notification(Mapping[str, Any]):
+    """A parsed notification: the payload as a read-only mapping, plus the fields every function reads."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self._payload = payload
+
+    def __getitem__(self, key: str) -> Any:
+        return self._payload[key]
+
+    def __iter__(self):
+        return iter(self._payload)
+
+    def __len__(self) -> int:
+        return len(self._payload)
+
+    @property
+    def type(self) -> str:
+        return self._payload["notification_type"]
+
+    @property
+    def public_id(self) -> str | None:
+        """The asset the notification is about, for logs; None when it names several or none."""
+        public_id = self._payload.get("public_id")
+        if isinstance(public_id, str):
+            return public_id
+        resources = self._payload.get("resources")
+        if isinstance(resources, list) and len(resources) == 1 and isinstance(resources[0], Mapping):
+            named = resources[0].get("public_id")
+            return named if isinstance(named, str) else None
+        return None
+
+    def require(self, key: str, kind: type | tuple[type, ...] = str) -> Any:
+        """The field ``key``, which the workflow cannot do without: missing or mistyped is a 400."""
+        value = self._payload.get(key)
+        if value is None or (kind is str and value == ""):
+            raise BadRequest(f"The notification has no {key}.", code="missing_field")
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise BadRequest(f"The notification's {key} has the wrong type.", code="bad_field")
+        return value
+
+    def raw(self) -> dict[str, Any]:
+        return self._payload
+
+
+@dataclass
+class Result:
+    status: str  # "done" or "ignored"
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """What a function gets besides the notification: settings, dry-run, and where to record actions."""
+
+    def __init__(self, function: str, request: Request, settings: config.Settings, dry_run: bool) -> None:
+        self.function = function
+        self.request = request
+        self.settings = settings
+        self.dry_run = dry_run
+        self.actions: list[dict[str, Any]] = []
+        self.log_fields: dict[str, Any] = {}
+
+    def act(self, action: str, perform: Callable[[], Any] | None = None, **details: Any) -> Any:
+        """Record ``action`` and, unless this is a dry run, do it. Returns what ``perform`` returned."""
+        self.actions.append({"action": action, **details})
+        if self.dry_run or perform is None:
+            return None
+        return perform()
+
+    def done(self, **details: Any) -> Result:
+        return Result("done", details=details)
+
+    def ignored(self, reason: str, **details: Any) -> Result:
+        return Result("ignored", reason=reason, details=details)
+
+    def note(self, **fields: Any) -> None:
+        """Add short, non-secret fields to this request's log line."""
+        self.log_fields.update(fields)
+
+
+Handler = Callable[[Notification, Context], Result]
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/")
+                                                 and media_type.endswith("+json"))
+
+
+class Webhook:
+    """A function wrapped with everything in the module docstring. Call it with a ``Request``."""
+
+    def __init__(self, handler: Handler, *, name: str, accepts: Iterable[str], requires: Iterable[str],
+                 optional: Iterable[str], demo_values: Mapping[str, str]) -> None:
+        self.handler = handler
+        self.name = name
+        self.accepts = frozenset(accepts)
+        self.requires = tuple(requires)
+        self.optional = tuple(optional)
+        self.demo_values = dict(demo_values)
+        self.clock: Callable[[], float] = time.time
+        self.__doc__ = handler.__doc__
+
+    # --- entry points, one per platform ---
+
+    def lambda_handler(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        """AWS Lambda (API Gateway v1/v2, Function URL) and Netlify-shaped entry point."""
+        started = time.perf_counter()
+        try:
+            request = request_from_lambda_event(event)
+        except WebhookError as error:
+            response = self._error_response(error)
+            self._log_line(None, None, "rejected", response.status, started, error=error.code)
+            return lambda_response(response)
+        return lambda_response(self(request))
+
+    def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        """WSGI entry point: Vercel ``api/`` shims, the local server, any WSGI host."""
+        started = time.perf_counter()
+        try:
+            request = request_from_wsgi(environ, self._max_body_bytes())
+        except WebhookError as error:
+            response = self._error_response(error)
+            self._log_line(None, None, "rejected", response.status, started, error=error.code)
+            return wsgi_reply(response, start_response)
+        return wsgi_reply(self(request), start_response)
+
+    # --- the pipeline ---
+
+    def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        notification: Notification | None = None
+        context: Context | None = None
+        try:
+            notification = self._accept(request)
+            if notification.type not in self.accepts:
+                reason = f"notification_type {notification.type!r} is not handled by {self.name}"
+                return self._finish(Response(200, {"status": "ignored", "reason": reason}),
+                                    notification, context, "ignored", started)
+            context = self._context(request)
+            result = self.handler(notification, context)
+            return self._finish(self._result_response(result, context), notification, context,
+                                None, started)
+        except WebhookError as error:
+            return self._finish(self._error_response(error), notification, context, "error", started,
+                                error=error)
+        except Exception:
+            log.exception("%s: unexpected error", self.name)
+            body = {"error": "internal_error", "message": "The function failed; its log has the details."}
+            return self._finish(Response(500, body), notification, context, "error", started)
+
+    def _accept(self, request: Request) -> Notification:
+        """Everything before the function runs: method, size, type, signature, JSON."""
+        if request.method != "POST":
+            raise MethodNotAllowed(request.method)
+        max_body = self._max_body_bytes()
+        if len(request.body) > max_body:
+            raise PayloadTooLarge(f"The body is over {max_body} bytes.")
+        if not _is_json(request.headers.get("Content-Type")):
+            raise UnsupportedMediaType("Cloudinary notifications are application/json.")
+
+        secrets = config.signing_secrets()
+        try:
+            verify.verify_headers(
+                request.body, request.headers, secrets, now=self.clock(),
+                max_age=config.integer("WEBHOOK_MAX_AGE_SECONDS", verify.DEFAULT_MAX_AGE_SECONDS),
+                max_future=config.integer("WEBHOOK_MAX_FUTURE_SECONDS", verify.DEFAULT_MAX_FUTURE_SECONDS),
+            )
+        except verify.NoSecretConfigured:
+            raise ConfigError("no signing secret: set CLOUDINARY_URL (or CLOUDINARY_NOTIFICATION_SECRETS)") \
+                from None
+        except verify.SignatureError as error:
+            raise Unauthorized(error.message, code=error.reason) from None
+
+        try:
+            payload = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("The body is not valid UTF-8 JSON.", code="invalid_json") from None
+        if not isinstance(payload, dict):
+            raise BadRequest("The body is JSON but not an object.", code="invalid_json")
+        if not isinstance(payload.get("notification_type"), str) or not payload["notification_type"]:
+            raise BadRequest("The notification has no notification_type.", code="missing_field")
+        return Notification(payload)
+
+    def _context(self, request: Request) -> Context:
+        missing = [name for name in self.requires if not os.environ.get(name, "").strip()]
+        demo = config.demo_mode()
+        if missing and not demo:
+            raise ConfigError(f"{self.name}: missing environment variable(s) {', '.join(missing)}")
+        dry_run = config.flag("DRY_RUN") or bool(missing)  # demo mode without credentials: plan only
+        settings = config.Settings(self.name, os.environ, self.demo_values if demo else None)
+        return Context(self.name, request, settings, dry_run)
+
+    def _result_response(self, result: Result, context: Context) -> Response:
+        if result.status == "ignored":
+            return Response(200, {"status": "ignored", "reason": result.reason, **result.details})
+        status = "dry_run" if context.dry_run else "done"
+        return Response(200, {"status": status, "actions": context.actions, **result.details})
+
+    def _error_response(self, error: WebhookError) -> Response:
+        return Response(error.status, error.body(), dict(error.headers))
+
+    def _max_body_bytes(self) -> int:
+        return config.integer("WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1)
+
+    # --- the one log line ---
+
+    def _finish(self, response: Response, notification: Notification | None, context: Context | None,
+                outcome: str | None, started: float, error: WebhookError | None = None) -> Response:
+        if outcome is None:
+            outcome = response.body.get("status", "done")
+        extra = dict(context.log_fields) if context else {}
+        if error is not None:
+            extra["error"] = error.code
+            if error.log_detail:
+                extra["detail"] = error.log_detail
+        self._log_line(notification.type if notification else None,
+                       notification.public_id if notification else None,
+                       outcome, response.status, started, **extra)
+        return response
+
+    def _log_line(self, notification_type: str | None, public_id: str | None, outcome: str, status: int,
+                  started: float, **extra: Any) -> None:
+        line = {
+            "function": self.name,
+            "notification_type": notification_type,
+            "public_id": public_id,
+            "outcome": outcome,
+            "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+            **extra,
+        }
+        level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+        log.log(level, json.dumps(line, ensure_ascii=False, default=str))
+
+
+def webhook(*, accepts: Iterable[str], requires: Iterable[str] = (), optional: Iterable[str] = (),
+            demo_values: Mapping[str, str] | None = None, name: str | None = None) -> Callable[[Handler], Webhook]:
+    """Wrap a function ``handle(notification, ctx) -> Result`` as a Cloudinary webhook.
+
+    accepts      notification types the function acts on; every other valid one is answered 200 ignored
+    requires     environment variables without which it cannot run (checked per request: 500 if missing)
+    optional     variables it reads when set (listed by ``python -m shared check``)
+    demo_values  stand-ins for settings in local demo mode, where missing credentials mean dry run
+    """
+
+    def wrap(handler: Handler) -> Webhook:
+        function_name = name or _function_name(handler)
+        return Webhook(handler, name=function_name, accepts=accepts, requires=requires,
+                       optional=optional, demo_values=demo_values or {})
+
+    return wrap
+
+
+def _function_name(handler: Handler) -> str:
+    # functions/<name>/handler.py is imported as functions.<name>.handler
+    parts = handler.__module__.split(".")
+    return parts[-2] if len(parts) >= 2 else handler.__name__
