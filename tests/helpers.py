@@ -1,0 +1,74 @@
+"""Helpers for tests: signed requests and events exactly as Cloudinary sends them, samples, and reading
+what the SDKs sent to the local test servers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from shared import verify
+from shared.http import Headers, Request
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-api-secret-Zx9"
+API_KEY = "614335564976464"
+CLOUD_NAME = "demo-cloud"
+
+
+def sample(function: str, name: str) -> bytes:
+    """The raw bytes of functions/<function>/samples/<name>.json."""
+    return (ROOT / "functions" / function / "samples" / f"{name}.json").read_bytes()
+
+
+def to_body(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    return json.dumps(payload).encode("utf-8")
+
+
+def signed_request(payload: Any, *, secret: str = SECRET, timestamp: int | None = None,
+                   algorithm: str = "sha1", method: str = "POST", path: str = "/api/test",
+                   extra_headers: dict[str, str] | None = None, host: str | None = "hooks.example.com") -> Request:
+    """A Request signed exactly as Cloudinary signs a notification."""
+    body = to_body(payload)
+    headers = verify.signed_headers(body, secret, timestamp=timestamp or int(time.time()), algorithm=algorithm)
+    headers.update(extra_headers or {})
+    return Request(method=method, path=path, headers=Headers(headers.items()), body=body, host=host)
+
+
+def function_url_event(payload: Any, *, secret: str = SECRET, timestamp: int | None = None,
+                       base64_body: bool = False, path: str = "/") -> dict[str, Any]:
+    """An AWS Lambda Function URL (payload format 2.0) event carrying a signed notification."""
+    body = to_body(payload)
+    headers = {k.lower(): v for k, v in
+               verify.signed_headers(body, secret, timestamp=timestamp or int(time.time())).items()}
+    return {
+        "version": "2.0",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {**headers, "host": "abc123.lambda-url.us-east-1.on.aws", "user-agent": "Cloudinary"},
+        "requestContext": {"domainName": "abc123.lambda-url.us-east-1.on.aws",
+                           "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1",
+                                    "sourceIp": "54.242.9.131", "userAgent": "Cloudinary"}},
+        "body": base64.b64encode(body).decode() if base64_body else body.decode("utf-8"),
+        "isBase64Encoded": base64_body,
+    }
+
+
+def answer(response) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of a shared.http.Response."""
+    return response.status, response.body
+
+
+def form_fields(request) -> dict[str, Any]:
+    """The form fields of a request the Cloudinary SDK sent (multipart for the Upload API, urlencoded
+    for the Admin API), with `key[]` lists collected."""
+    fields: dict[str, Any] = {}
+    for key in request.form:
+        values = request.form.getlist(key)
+        fields[key] = values if key.endswith("[]") else values[0]
+    return fields
+
