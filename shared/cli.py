@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -132,10 +133,9 @@ class Router:
             chunks = list(app(environ, remember_status))
         if self.out:
             outcome = ""
-            try:
-                outcome = json.loads(b"".join(chunks)).get("status") or json.loads(b"".join(chunks)).get("error", "")
-            except (ValueError, AttributeError):
-                pass
+            with contextlib.suppress(ValueError, AttributeError):
+                answer = json.loads(b"".join(chunks))
+                outcome = answer.get("status") or answer.get("error", "")
             elapsed = (time.perf_counter() - started) * 1000
             self.out(f"{time.strftime('%H:%M:%S')}  {method} {path}  {seen.get('status', '?')} {outcome}  "
                      f"{elapsed:.1f} ms")

@@ -7,7 +7,6 @@ Not imported by ``shared`` itself: a request rejected for its signature never lo
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 from typing import Any
 
@@ -46,7 +45,7 @@ def send(settings: config.Settings, message: Any) -> int:
         # 400/401/403: bad key, unverified sender, malformed message. A retry cannot fix these.
         raise DependencyRejected("SendGrid refused the email; the function's log says why.",
                                  code="sendgrid_rejected", log_detail=detail) from None
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
         raise DependencyUnavailable("SendGrid did not answer; a retry will send the email.",
                                     code="sendgrid_unavailable",
                                     log_detail=f"SendGrid: {type(error).__name__}") from None

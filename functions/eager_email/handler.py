@@ -136,7 +136,8 @@ def html_body(asset_name: str, notification: Notification, derivations: list[Der
     rows = []
     for derivation in derivations:
         if derivation.failed:
-            outcome = f'<strong style="color:#b00020">Failed:</strong> {html.escape(derivation.reason or "no reason given")}'
+            reason = html.escape(derivation.reason or "no reason given")
+            outcome = f'<strong style="color:#b00020">Failed:</strong> {reason}'
         elif derivation.secure_url:
             url = html.escape(derivation.secure_url, quote=True)
             outcome = f'{html.escape(derivation.describe())}<br><a href="{url}">{url}</a>'
