@@ -81,6 +81,7 @@ def enter_demo_mode_if_unconfigured() -> bool:
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # Ctrl-C stops the server even while a request is in flight
     allow_reuse_address = True
+    request_queue_size = 128  # the default backlog of 5 resets connections under a burst of notifications
 
 
 class _QuietHandler(WSGIRequestHandler):
