@@ -271,6 +271,9 @@ def cmd_new(args: argparse.Namespace) -> int:
         new_test = TESTS_DIR / f"test_{name}.py"
         new_test.write_text(rename(template_test.read_text()))
         written.append(new_test)
+    from shared import deploy
+
+    written += deploy.write_deploy_files()  # template.yaml, api/NAME.py, netlify.toml know the new function
     print(f"Created {name} from {template}:")
     for path in written:
         print(f"  {path.relative_to(PROJECT_ROOT)}")
@@ -302,6 +305,41 @@ def cmd_check(args: argparse.Namespace) -> int:
             present = bool(os.environ.get(var, "").strip())
             print(f"  {var:<34} {'set' if present else 'not set'}  optional")
     return 0 if all_set else 1
+
+
+# --- bundle / deploy-files -----------------------------------------------------------------------
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from shared import deploy
+
+    names = function_names() if args.all else args.names
+    if not names:
+        raise SystemExit("Name one or more functions, or use --all.")
+    out_dir = Path(args.out).resolve()
+    if args.download_wheels:
+        deploy.download_wheels(names, Path(args.download_wheels), args.python_version, args.platform)
+        print(f"Wheels for {', '.join(names)} are in {args.download_wheels}")
+        return 0
+    print(f"{'bundle':<34} {'zipped':>10} {'unzipped':>10} {'files':>6}   (Lambda limits: 50 MB / 250 MB)")
+    for name in names:
+        bundle = deploy.build_bundle(name, out_dir=out_dir, python_version=args.python_version,
+                                     platform_tag=args.platform,
+                                     find_links=Path(args.find_links) if args.find_links else None,
+                                     no_index=args.no_index)
+        print(f"{str(bundle.path.relative_to(out_dir.parent)):<34} {bundle.zipped / 1e6:>8.2f}MB "
+              f"{bundle.unzipped / 1e6:>8.2f}MB {bundle.files:>6}")
+    return 0
+
+
+def cmd_deploy_files(args: argparse.Namespace) -> int:
+    from shared import deploy
+
+    changed = deploy.write_deploy_files()
+    for path in changed:
+        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    if not changed:
+        print("template.yaml, netlify.toml and api/*.py are up to date.")
+    return 0
 
 
 # --- entry ----------------------------------------------------------------------------------------
@@ -342,6 +380,25 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="list each function's environment variables: set or missing",
                                 description="Never prints values. Exits 1 when a required variable is missing.")
     check.set_defaults(run=cmd_check)
+
+    bundle = commands.add_parser("bundle", help="build dist/NAME.zip for AWS Lambda (function + shared + deps)",
+                                 description="Build a self-contained Lambda bundle per function: its code, "
+                                             "shared/, and its dependencies as Linux wheels for the runtime "
+                                             "(boto3 left out: the runtime provides it, unless pinned with ==).")
+    bundle.add_argument("names", nargs="*", metavar="NAME", help="function(s) to bundle")
+    bundle.add_argument("--all", action="store_true", help="bundle every function")
+    bundle.add_argument("--out", default=str(PROJECT_ROOT / "dist"), help="output folder (default dist/)")
+    bundle.add_argument("--python-version", default="3.12", help="Lambda Python version (default %(default)s)")
+    bundle.add_argument("--platform", default=None, help="wheel platform (default: manylinux2014 of this CPU)")
+    bundle.add_argument("--find-links", help="also look for wheels in this folder")
+    bundle.add_argument("--no-index", action="store_true", help="do not use the package index (offline)")
+    bundle.add_argument("--download-wheels", metavar="DIR", help="only download the wheels into DIR")
+    bundle.set_defaults(run=cmd_bundle)
+
+    deploy_files = commands.add_parser("deploy-files", help="regenerate template.yaml, netlify.toml, api/*.py",
+                                       description="Regenerate the deploy files from deploy/deploy.toml and "
+                                                   "the functions' declarations.")
+    deploy_files.set_defaults(run=cmd_deploy_files)
     return parser
 
 
