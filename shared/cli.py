@@ -326,7 +326,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
                                      platform_tag=args.platform,
                                      find_links=Path(args.find_links) if args.find_links else None,
                                      no_index=args.no_index)
-        print(f"{str(bundle.path.relative_to(out_dir.parent)):<34} {bundle.zipped / 1e6:>8.2f}MB "
+        print(f"{bundle.path.relative_to(out_dir.parent)!s:<34} {bundle.zipped / 1e6:>8.2f}MB "
               f"{bundle.unzipped / 1e6:>8.2f}MB {bundle.files:>6}")
     return 0
 
