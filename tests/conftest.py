@@ -55,3 +55,15 @@ def sendgrid_server(httpserver, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
     return httpserver
+
+
+@pytest.fixture
+def fake_cloudinary(monkeypatch: pytest.MonkeyPatch):
+    """A stateful Cloudinary stand-in (tests/fakes/cloudinary.py) that the real SDK talks to."""
+    from tests.fakes.cloudinary import FakeCloudinary
+
+    fake = FakeCloudinary(CLOUD_NAME)
+    prefix = fake.start()
+    monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://{API_KEY}:{SECRET}@{CLOUD_NAME}?upload_prefix={prefix}")
+    yield fake
+    fake.stop()

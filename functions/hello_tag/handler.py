@@ -42,7 +42,10 @@ def add_tag(tag: str, public_id: str, resource_type: str, delivery_type: str) ->
     from shared import cloudinary_api
 
     sdk = cloudinary_api.sdk()
-    with cloudinary_api.calling("tags/add"):
-        result = sdk.uploader.add_tag(tag, [public_id], resource_type=resource_type, type=delivery_type,
-                                      timeout=cloudinary_api.timeout())
+    try:
+        with cloudinary_api.calling("tags/add"):
+            result = sdk.uploader.add_tag(tag, [public_id], resource_type=resource_type, type=delivery_type,
+                                          timeout=cloudinary_api.timeout())
+    except cloudinary_api.AssetNotFound:
+        return []  # deleted meanwhile: nothing to tag, and a retry would not change that
     return list(result.get("public_ids") or [])

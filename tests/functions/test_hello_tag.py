@@ -155,3 +155,13 @@ def test_lambda_function_url_entry_point(cloudinary_server):
     assert result["statusCode"] == 200
     assert json.loads(result["body"])["status"] == "done"
     assert len(cloudinary_server.log) == 1
+
+
+def test_cloudinary_404_means_the_asset_is_gone_and_is_not_retried(cloudinary_server):
+    """Found by the fault suite: a 404 from the tags call used to surface as a 500 (and a retry loop)."""
+    cloudinary_server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_json(
+        {"error": {"message": "Resource not found"}}, status=404)
+
+    response = handle(signed_request(sample("hello_tag", "upload")))
+
+    assert response.status == 200 and response.body["status"] == "ignored"
