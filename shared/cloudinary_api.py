@@ -13,6 +13,7 @@ Not imported by ``shared`` itself: a request rejected for its signature never lo
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
@@ -21,6 +22,9 @@ from shared import config
 from shared.errors import DependencyRejected, DependencyUnavailable
 
 DEFAULT_TIMEOUT_SECONDS = 8.0  # Cloudinary waits 20 s for our answer; two calls must fit well inside.
+
+# The Admin API client raises a bare Exception("Error 502 - ...") for the 5xx codes it has no class for.
+_BARE_SERVER_ERROR = re.compile(r"^Error 5\d\d\b")
 
 _configured_from: str | None = None
 
@@ -48,8 +52,19 @@ def sdk() -> SimpleNamespace:
     if url != _configured_from:
         config.cloudinary_credentials()  # a clear error for a malformed URL, before the SDK's own
         cloudinary.reset_config()  # re-reads CLOUDINARY_URL, including ?upload_prefix=...
+        _no_read_retries()
         _configured_from = url
     return SimpleNamespace(cloudinary=cloudinary, uploader=cloudinary.uploader, api=cloudinary.api)
+
+
+def _no_read_retries() -> None:
+    """urllib3 retries a GET that timed out while reading three more times, so one Admin API read could take
+    4x the timeout (32 s at the default), past Cloudinary's 20 s. Retry only failed connections (fast)."""
+    import urllib3
+    from cloudinary.api_client import call_api
+
+    call_api._http.connection_pool_kw["retries"] = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0)
+    call_api._http.clear()
 
 
 def _short(error: BaseException) -> str:
@@ -79,6 +94,13 @@ def calling(what: str) -> Iterator[None]:
                                  log_detail=f"{what}: {_short(error)}") from error
     except exceptions.Error as error:
         # 5xx, timeouts, resets and unparsable answers all surface as the SDK's base or general error.
+        raise DependencyUnavailable("Cloudinary is unavailable; a retry will finish the work.",
+                                    code="cloudinary_unavailable", log_detail=f"{what}: {_short(error)}") \
+            from error
+    except Exception as error:
+        if type(error) is not Exception or not _BARE_SERVER_ERROR.match(str(error)):
+            raise
+        # Admin API 502/504 with a JSON error body: a gateway error a retry can fix, not a bug (500).
         raise DependencyUnavailable("Cloudinary is unavailable; a retry will finish the work.",
                                     code="cloudinary_unavailable", log_detail=f"{what}: {_short(error)}") \
             from error

@@ -72,3 +72,11 @@ def form_fields(request) -> dict[str, Any]:
         fields[key] = values if key.endswith("[]") else values[0]
     return fields
 
+
+
+def wait_until_answered(httpserver, expected: int = 1, seconds: float = 5.0) -> None:
+    """After a client timeout, let the test server finish the abandoned request, so that it is not logged
+    into the next test's server log (bounded: gives up after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while len(httpserver.log) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)

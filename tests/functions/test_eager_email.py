@@ -7,7 +7,7 @@ import json
 import pytest
 
 from functions.eager_email.handler import handle, human_size
-from tests.helpers import sample, signed_request
+from tests.helpers import sample, signed_request, wait_until_answered
 
 MAIL_PATH = "/v3/mail/send"
 
@@ -146,6 +146,7 @@ def test_sendgrid_timeout_is_503(configured, monkeypatch):
         response = handle(signed_request(sample("eager_email", "eager")))
     finally:
         release.set()
+        wait_until_answered(configured)
 
     assert response.status == 503 and response.body["error"] == "sendgrid_unavailable"
 

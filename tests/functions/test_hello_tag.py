@@ -7,7 +7,16 @@ import json
 import pytest
 
 from functions.hello_tag.handler import handle
-from tests.helpers import API_KEY, CLOUD_NAME, SECRET, form_fields, function_url_event, sample, signed_request
+from tests.helpers import (
+    API_KEY,
+    CLOUD_NAME,
+    SECRET,
+    form_fields,
+    function_url_event,
+    sample,
+    signed_request,
+    wait_until_answered,
+)
 
 TAGS_PATH = f"/v1_1/{CLOUD_NAME}/image/tags"
 
@@ -122,6 +131,7 @@ def test_cloudinary_timeout_is_503(cloudinary_server, monkeypatch):
         response = handle(signed_request(sample("hello_tag", "upload")))
     finally:
         release.set()
+        wait_until_answered(cloudinary_server)
 
     assert response.status == 503 and response.body["error"] == "cloudinary_unavailable"
 

@@ -1,0 +1,438 @@
+"""Background removal with a person's approval: queue each cut-out for review, then publish or reject it.
+
+Trigger   notification_url on an upload with type="authenticated", background_removal="cloudinary_ai";
+          the function hands its own URL to the moderation queue, so the reviewer's decision comes back here
+          ("info" cloudinary_ai, then "moderation" manual; "upload" and everything else: 200 ignored)
+Env       CLOUDINARY_URL; optional BG_REMOVAL_NOTIFICATION_URL (else the URL this request came to),
+          BG_REMOVED_FOLDER (bg-removed), BG_REMOVAL_ON_REJECT (keep | delete), BG_REMOVAL_AUTO_APPROVE
+          (a confidence 0-1; off), BG_REMOVAL_REVIEWER_EMAIL (+ SENDGRID_API_KEY, FROM_VERIFIED_SENDER)
+Calls     Admin API resource details: 1 per acted-on notification, 2 when the asset is gone (to tell
+          "already published" from "deleted"); never a queue listing. Upload API: explicit (queue) | rename
+          (publish) | destroy (reject=delete) | tags/add (markers): one write, two at most
+Responds  200 done (queued, published, tagged, deleted) | 200 ignored (other types and kinds, asset gone,
+          already done, decision changed since) | 400 field missing | 401 bad signature
+          | 500 not configured | 503 Cloudinary (or SendGrid) rate limit, 5xx or timeout: Cloudinary retries
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.config import word_list
+from shared.errors import ConfigError, DependencyUnavailable
+from shared.webhook import Context, Notification, Result, webhook
+
+DEFAULT_FOLDER = "bg-removed"
+# Visible markers, so a person browsing the Media Library sees what happened and why.
+FAILED_TAG = "bg-removal-failed"
+REJECTED_TAG = "bg-removal-rejected"
+CONFLICT_TAG = "bg-removal-conflict"
+NOTIFIED_TAG = "bg-removal-reviewer-notified"
+RESOURCE_TYPES = ("image", "video", "raw")
+# Cloudinary gives up on us after 20 s. Up to four sequential calls at 8 s each could overrun that, so
+# each call gets what is left of this budget, and a step that cannot fit waits for Cloudinary's retry.
+TIME_BUDGET_SECONDS = 15.0
+MIN_CALL_SECONDS = 1.0
+
+_deadline: ContextVar[float] = ContextVar("bg_removal_deadline", default=math.inf)
+_clock = time.monotonic
+
+log = logging.getLogger("cloudinary_webhooks")
+
+
+@webhook(
+    accepts={"info", "moderation"},
+    requires=("CLOUDINARY_URL",),
+    optional=("BG_REMOVAL_NOTIFICATION_URL", "BG_REMOVED_FOLDER", "BG_REMOVAL_ON_REJECT",
+              "BG_REMOVAL_AUTO_APPROVE", "BG_REMOVAL_REVIEWER_EMAIL", "SENDGRID_API_KEY",
+              "FROM_VERIFIED_SENDER", "SENDGRID_API_HOST"),
+    demo_values={"FROM_VERIFIED_SENDER": "webhooks@example.com"},
+)
+def handle(notification: Notification, ctx: Context) -> Result:
+    _deadline.set(_clock() + TIME_BUDGET_SECONDS)  # every call below shares one time budget
+    if notification.type == "info" and notification.get("info_kind") != "cloudinary_ai":
+        return ctx.ignored(f"info_kind {notification.get('info_kind')!r} is not background removal")
+    if notification.type == "moderation" and notification.get("moderation_kind") != "manual":
+        return ctx.ignored(f"moderation_kind {notification.get('moderation_kind')!r} is not manual review")
+    asset = Asset.named_by(notification)
+    if asset.delivery_type != "authenticated":
+        # Only a private (authenticated) original is held back for review; publishing anything else
+        # would move an asset that was never this flow's to decide.
+        return ctx.ignored(f"the asset is {asset.delivery_type!r}, not 'authenticated'")
+
+    if notification.type == "info":
+        if notification.require("info_status") == "complete":
+            return background_removed(notification, asset, ctx)
+        return background_removal_failed(notification, asset, ctx)
+
+    decision = notification.require("moderation_status")
+    if decision == "approved":
+        return approved(asset, ctx)
+    if decision == "rejected":
+        return rejected(asset, ctx)
+    return ctx.ignored(f"moderation_status {decision!r} is not a decision")
+
+
+handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry point
+app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI host
+
+
+# --- the four stories -------------------------------------------------------------------------------
+
+def background_removed(notification: Notification, asset: Asset, ctx: Context) -> Result:
+    """The cut-out is ready: queue it for a person (or publish it when the AI is confident enough)."""
+    own_url = notification_url(ctx)
+    threshold = auto_approve_threshold(ctx)
+    confidence = confidence_score(notification)
+    reviewers = reviewer_addresses(ctx)
+
+    resource = current_state(ctx, asset, assumed_status=None)
+    if resource is None:
+        return gone(ctx, asset)
+    status = manual_moderation_status(resource)
+    if status not in (None, "pending"):
+        # A late or repeated notification must not put a decided asset back into the queue.
+        return ctx.ignored(f"already reviewed: {status}")
+
+    if status is None and threshold is not None and confidence is not None and confidence >= threshold:
+        ctx.note(confidence=confidence)
+        return publish(ctx, asset, resource, auto_approved=True)
+
+    if status is None:
+        ctx.act("explicit", lambda: queue_for_review(asset, own_url),
+                public_id=asset.public_id, moderation="manual", notification_url=own_url)
+
+    # The marker tag is added only after the email went out: a retry after a SendGrid failure sends it,
+    # a repeat after success does not.
+    email_due = bool(reviewers) and NOTIFIED_TAG not in tags_of(resource)
+    if status == "pending" and not email_due:
+        return ctx.ignored("already waiting for review")
+    if email_due:
+        ctx.act("email_reviewer", lambda: email_reviewer(ctx, asset, reviewers, confidence),
+                recipients=len(reviewers))
+        ctx.act("add_tag", lambda: add_tag(NOTIFIED_TAG, asset), public_id=asset.public_id, tag=NOTIFIED_TAG)
+    return ctx.done(outcome="queued" if status is None else "reviewer_notified", confidence=confidence)
+
+
+def background_removal_failed(notification: Notification, asset: Asset, ctx: Context) -> Result:
+    """No cut-out: nothing to review. Leave a marker a person can search for, and answer 200."""
+    resource = current_state(ctx, asset, assumed_status=None)
+    if resource is None:
+        return gone(ctx, asset, look_for_published=False)
+    if FAILED_TAG in tags_of(resource):
+        return ctx.ignored("already marked as failed", tag=FAILED_TAG)
+    ctx.act("add_tag", lambda: add_tag(FAILED_TAG, asset), public_id=asset.public_id, tag=FAILED_TAG)
+    return ctx.done(outcome="marked_failed", info_status=str(notification.get("info_status")))
+
+
+def approved(asset: Asset, ctx: Context) -> Result:
+    """A reviewer approved: publish, after confirming that this is still the asset's current decision."""
+    resource = current_state(ctx, asset, assumed_status="approved")
+    if resource is None:
+        return gone(ctx, asset)
+    status = manual_moderation_status(resource)
+    if status != "approved":
+        # Notifications can arrive late: the reviewer may have changed their mind since.
+        return ctx.ignored(f"the asset's moderation status is now {status or 'none'}")
+    return publish(ctx, asset, resource, auto_approved=False)
+
+
+def rejected(asset: Asset, ctx: Context) -> Result:
+    """A reviewer rejected: keep it private and tagged (default), or delete it."""
+    on_reject = ctx.settings.choice("BG_REMOVAL_ON_REJECT", "keep", ("keep", "delete"))
+    resource = current_state(ctx, asset, assumed_status="rejected")
+    if resource is None:
+        return gone(ctx, asset, look_for_published=False)
+    status = manual_moderation_status(resource)
+    if status != "rejected":
+        # Deleting on a stale rejection would destroy an image a reviewer has since approved.
+        return ctx.ignored(f"the asset's moderation status is now {status or 'none'}")
+
+    if on_reject == "delete":
+        result = ctx.act("delete", lambda: destroy(asset), public_id=asset.public_id, type=asset.delivery_type)
+        if result is not None and result != "ok":
+            return ctx.ignored("the asset no longer exists")
+        return ctx.done(outcome="deleted")
+    if REJECTED_TAG in tags_of(resource):
+        return ctx.ignored("already marked as rejected", tag=REJECTED_TAG)
+    ctx.act("add_tag", lambda: add_tag(REJECTED_TAG, asset), public_id=asset.public_id, tag=REJECTED_TAG)
+    return ctx.done(outcome="kept", tag=REJECTED_TAG)
+
+
+# --- shared steps -----------------------------------------------------------------------------------
+
+def publish(ctx: Context, asset: Asset, resource: Mapping[str, Any], *, auto_approved: bool) -> Result:
+    """Rename into the public folder as type upload. Never overwrite: a taken target is a person's call."""
+    from shared import cloudinary_api
+
+    target = published_id(ctx, asset)
+    try:
+        ctx.act("rename", lambda: rename_to_public(asset, target), public_id=asset.public_id,
+                to_public_id=target, to_type="upload")
+    except cloudinary_api.AssetConflict:
+        # A retry cannot fix this, so 200; the tag and the warning tell a person.
+        ctx.actions[-1]["result"] = "target taken: not renamed"
+        ctx.note(conflict=target)
+        log.warning("bg_removal_approval: %s not published: %s already holds another asset",
+                    asset.public_id, target)
+        if CONFLICT_TAG in tags_of(resource):
+            return ctx.ignored(f"{target} already holds another asset (the asset is tagged {CONFLICT_TAG})",
+                               to_public_id=target)
+        ctx.act("add_tag", lambda: add_tag(CONFLICT_TAG, asset), public_id=asset.public_id, tag=CONFLICT_TAG)
+        return ctx.done(outcome="target_taken", to_public_id=target)
+    except cloudinary_api.AssetNotFound:
+        return ctx.ignored("the asset no longer exists")
+    return ctx.done(outcome="published", public_id=target, auto_approved=auto_approved)
+
+
+def gone(ctx: Context, asset: Asset, *, look_for_published: bool = True) -> Result:
+    """The authenticated asset is not there. If it was published earlier (a retry, a resend), say so."""
+    if look_for_published:
+        target = published_id(ctx, asset)
+        published = resource_details(Asset(target, asset.resource_type, "upload", asset.asset_id, None))
+        if published is not None and (asset.asset_id is None or published.get("asset_id") in (None, asset.asset_id)):
+            return ctx.ignored("already published", public_id=target)
+    return ctx.ignored("the asset no longer exists")
+
+
+def current_state(ctx: Context, asset: Asset, *, assumed_status: str | None) -> dict[str, Any] | None:
+    """The asset as Cloudinary has it now (one Admin API call); None when it does not exist.
+
+    Reads change nothing, so a dry run with credentials reads too and plans from the real state. Only the
+    local demo, which has no credentials, plans from what the notification says.
+    """
+    if ctx.dry_run and not ctx.settings.get("CLOUDINARY_URL"):
+        ctx.act("assume_state", None, reason="no CLOUDINARY_URL: planned from the notification alone")
+        moderation = [{"kind": "manual", "status": assumed_status}] if assumed_status else []
+        return {"public_id": asset.public_id, "tags": [], "moderation": moderation}
+    return resource_details(asset)
+
+
+# --- reading the notification and the settings ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Asset:
+    public_id: str
+    resource_type: str
+    delivery_type: str
+    asset_id: str | None
+    secure_url: str | None
+
+    @classmethod
+    def named_by(cls, notification: Notification) -> Asset:
+        """Info and moderation notifications carry no ``type``/``resource_type``: their URL does
+        (``.../image/authenticated/s--sig--/v1/id.png``). The flow's uploads are authenticated images."""
+        public_id = notification.require("public_id")
+        url = notification.get("secure_url") or notification.get("url")
+        from_url = _types_in_url(url) if isinstance(url, str) else None
+        resource_type = notification.get("resource_type") or (from_url[0] if from_url else "image")
+        delivery_type = notification.get("type") or (from_url[1] if from_url else "authenticated")
+        asset_id = notification.get("asset_id")
+        return cls(public_id, str(resource_type), str(delivery_type),
+                   asset_id if isinstance(asset_id, str) else None,
+                   url if isinstance(url, str) and url.startswith("https://") else None)
+
+
+def _types_in_url(url: str) -> tuple[str, str] | None:
+    segments = urlsplit(url).path.split("/")
+    for index, segment in enumerate(segments[:-1]):
+        if segment in RESOURCE_TYPES and segments[index + 1]:
+            return segment, segments[index + 1]
+    return None
+
+
+def confidence_score(notification: Notification) -> float | None:
+    data = notification.get("info_data")
+    score = data.get("confidence_score") if isinstance(data, Mapping) else None
+    if isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score):
+        return float(score)
+    return None
+
+
+def notification_url(ctx: Context) -> str:
+    """Where the reviewer's decision must be sent: this function."""
+    url = ctx.settings.get("BG_REMOVAL_NOTIFICATION_URL") or ctx.request.url
+    if not url:
+        raise ConfigError("bg_removal_approval: the function's own URL is unknown; set BG_REMOVAL_NOTIFICATION_URL")
+    if urlsplit(url).scheme not in ("https", "http"):
+        raise ConfigError("bg_removal_approval: BG_REMOVAL_NOTIFICATION_URL must be an http(s) URL")
+    return url
+
+
+def auto_approve_threshold(ctx: Context) -> float | None:
+    if not ctx.settings.get("BG_REMOVAL_AUTO_APPROVE"):
+        return None
+    threshold = ctx.settings.number("BG_REMOVAL_AUTO_APPROVE", 0.0)
+    if not 0 < threshold <= 1:
+        raise ConfigError("bg_removal_approval: BG_REMOVAL_AUTO_APPROVE must be a confidence above 0, at most 1")
+    return threshold
+
+
+def reviewer_addresses(ctx: Context) -> list[str]:
+    """Reviewers to email, or none. With reviewers set, the SendGrid settings are checked before any
+    write, so a missing key is a 500 up front rather than a queued asset and a failed email."""
+    reviewers = list(dict.fromkeys(word_list(ctx.settings.get("BG_REMOVAL_REVIEWER_EMAIL") or "")))
+    if not reviewers:
+        return []
+    if any("@" not in address.strip("@") for address in reviewers):
+        raise ConfigError("bg_removal_approval: BG_REMOVAL_REVIEWER_EMAIL holds a non-address")
+    ctx.settings.require("FROM_VERIFIED_SENDER")
+    if not ctx.dry_run:
+        ctx.settings.require("SENDGRID_API_KEY")
+    return reviewers
+
+
+def published_id(ctx: Context, asset: Asset) -> str:
+    folder = (ctx.settings.get("BG_REMOVED_FOLDER") or DEFAULT_FOLDER).strip().strip("/")
+    if not folder or ".." in folder.split("/"):
+        raise ConfigError("bg_removal_approval: BG_REMOVED_FOLDER must be a folder path")
+    return f"{folder}/{asset.public_id}"
+
+
+def manual_moderation_status(resource: Mapping[str, Any]) -> str | None:
+    """The asset's manual moderation status in resource details: ``moderation: [{kind, status}]``, the
+    latest manual entry; top-level ``moderation_kind``/``moderation_status`` as some answers carry."""
+    status = None
+    for entry in resource.get("moderation") or []:
+        if isinstance(entry, Mapping) and entry.get("kind") == "manual":
+            status = entry.get("status")
+    if status is None and resource.get("moderation_kind") == "manual":
+        status = resource.get("moderation_status")
+    return str(status) if status else None
+
+
+def tags_of(resource: Mapping[str, Any]) -> list[str]:
+    tags = resource.get("tags")
+    return [str(tag) for tag in tags] if isinstance(tags, list) else []
+
+
+# --- Cloudinary and SendGrid calls ------------------------------------------------------------------
+
+def call_timeout(what: str, wanted: float | None = None) -> float:
+    """The call's timeout: the configured one, cut to what is left of the request's time budget. A step
+    that cannot get ``MIN_CALL_SECONDS`` is not started: every step is re-checked and safe to repeat, so
+    Cloudinary's retry finishes the work."""
+    from shared import cloudinary_api
+
+    left = _deadline.get() - _clock()
+    if left < max(MIN_CALL_SECONDS, wanted or 0):
+        raise DependencyUnavailable("The function ran out of time; a retry will finish the work.",
+                                    code="out_of_time", log_detail=f"{what}: {left:.1f} s left")
+    return min(cloudinary_api.timeout(), left)
+
+
+def resource_details(asset: Asset) -> dict[str, Any] | None:
+    """Admin API resource details (the rate-limited API: every call here is counted in the README)."""
+    from cloudinary.exceptions import GeneralError
+
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    _without_read_retries()
+    try:
+        with cloudinary_api.calling("resources/details"):
+            try:
+                return dict(sdk.api.resource(asset.public_id, resource_type=asset.resource_type,
+                                             type=asset.delivery_type, timeout=call_timeout("resources/details")))
+            except Exception as error:
+                # The Admin API raises a bare Exception for statuses it has no class for (502, 504 with a
+                # JSON error body); a retry can fix those, so they must be a 503 like the other 5xx.
+                if type(error) is Exception:
+                    raise GeneralError(str(error)) from error
+                raise
+    except cloudinary_api.AssetNotFound:
+        return None
+
+
+def _without_read_retries() -> None:
+    """urllib3 retries a GET whose answer timed out three more times, so one Admin API read could take
+    four timeouts and overrun Cloudinary's 20 s. Make the Admin API connector give up on the first read
+    timeout (connection failures are still retried: nothing was sent). Writes are POSTs, never retried."""
+    from cloudinary.api_client import call_api
+    from urllib3.util.retry import Retry
+
+    connector = getattr(call_api, "_http", None)
+    if not hasattr(connector, "connection_pool_kw"):  # another SDK layout: leave it as it is
+        return
+    current = connector.connection_pool_kw.get("retries")
+    if isinstance(current, Retry) and current.read is False:
+        return
+    connector.connection_pool_kw["retries"] = Retry(total=3, read=False)
+    connector.clear()  # pools take their retry policy when created
+
+
+def queue_for_review(asset: Asset, own_url: str) -> None:
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    with cloudinary_api.calling("explicit"):
+        sdk.uploader.explicit(asset.public_id, resource_type=asset.resource_type, type=asset.delivery_type,
+                              moderation="manual", notification_url=own_url, timeout=call_timeout("explicit"))
+
+
+def rename_to_public(asset: Asset, target: str) -> None:
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    with cloudinary_api.calling("rename"):
+        sdk.uploader.rename(asset.public_id, target, resource_type=asset.resource_type,
+                            type=asset.delivery_type, to_type="upload", overwrite=False, invalidate=True,
+                            timeout=call_timeout("rename"))
+
+
+def destroy(asset: Asset) -> str:
+    """Upload API destroy; returns Cloudinary's ``result`` ("ok", or "not found" when already gone)."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    with cloudinary_api.calling("destroy"):
+        result = sdk.uploader.destroy(asset.public_id, resource_type=asset.resource_type,
+                                      type=asset.delivery_type, invalidate=True, timeout=call_timeout("destroy"))
+    return str(result.get("result"))
+
+
+def add_tag(tag: str, asset: Asset) -> None:
+    """The Upload API's tags call adds without a read-modify-write, so no concurrent tag edit is lost."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    with cloudinary_api.calling("tags/add"):
+        sdk.uploader.add_tag(tag, [asset.public_id], resource_type=asset.resource_type,
+                             type=asset.delivery_type, timeout=call_timeout("tags/add"))
+
+
+def email_reviewer(ctx: Context, asset: Asset, reviewers: list[str], confidence: float | None) -> int:
+    """One message per reviewer (nobody sees the others' addresses); click tracking off, since it would
+    rewrite the signed Cloudinary link into a tracking redirect."""
+    from sendgrid.helpers.mail import ClickTracking, Mail, To, TrackingSettings
+
+    from shared import sendgrid_api
+
+    # SendGrid's own timeout (SENDGRID_TIMEOUT_SECONDS) cannot be cut per call: start only if it fits.
+    call_timeout("mail/send",
+                 wanted=ctx.settings.number("SENDGRID_TIMEOUT_SECONDS", sendgrid_api.DEFAULT_TIMEOUT_SECONDS))
+    score = f" (background removal confidence {confidence:.2f})" if confidence is not None else ""
+    link = asset.secure_url or "(no link in the notification)"
+    text = (f"{asset.public_id} has its background removed{score} and waits for your review.\n\n"
+            f"Image: {link}\n\nApprove or reject it in the Media Library's moderation queue (manual).\n")
+    link_html = (f'<a href="{html.escape(asset.secure_url, quote=True)}">{html.escape(asset.secure_url)}</a>'
+                 if asset.secure_url else html.escape(link))
+    body_html = (f"<p><strong>{html.escape(asset.public_id)}</strong> has its background removed"
+                 f"{html.escape(score)} and waits for your review.</p><p>Image: {link_html}</p>"
+                 "<p>Approve or reject it in the Media Library's moderation queue (manual).</p>")
+    message = Mail(from_email=ctx.settings.require("FROM_VERIFIED_SENDER"),
+                   to_emails=[To(address) for address in reviewers],
+                   subject=f"Review needed: background removed from {asset.public_id}"[:200],
+                   plain_text_content=text, html_content=body_html, is_multiple=True)
+    tracking = TrackingSettings()
+    tracking.click_tracking = ClickTracking(enable=False, enable_text=False)
+    message.tracking_settings = tracking
+    return sendgrid_api.send(ctx.settings, message)

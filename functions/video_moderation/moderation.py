@@ -1,0 +1,347 @@
+"""The per-video rules of video_moderation, shared by the webhook (one video per notification) and the
+sweep (videos listed from the moderation queues).
+
+For one video and the Google moderation status a notification (or a queue listing) claims:
+
+    read the video's details (Admin API, 1 call)        404 -> ignored: the video is gone
+    the details name another asset, or another status   -> ignored: nothing is written
+    approved  token-restricted  -> update access_control to anonymous (Admin API, 1 call)
+              already public    -> ignored
+    rejected  on_reject=delete  -> destroy with invalidate (Upload API, 1 call)
+              on_reject=keep    -> restrict to token if anything else could view it (Admin API, 1 call)
+                                   and add the review tag if missing (Upload API, 1 call)
+
+So a video costs at most 2 Admin API calls. Every write goes through ``act`` (``Context.act`` in the
+webhook, a recorder in the sweep), so a dry run reports the writes instead of doing them; the read is
+always done, because what a dry run reports depends on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.config import Settings
+from shared.errors import BadRequest, ConfigError, DependencyUnavailable
+
+KIND = "google_video_moderation"
+DECIDED = ("approved", "rejected")
+CONFLICTING = "conflicting"  # several Google results that disagree: never act on those
+ON_REJECT_CHOICES = ("delete", "keep")
+DEFAULT_REJECTED_TAG = "video_moderation_rejected"
+PUBLIC = [{"access_type": "anonymous"}]
+RESTRICTED = [{"access_type": "token"}]
+
+# A delivery URL: [/<cloud>]/<resource_type>/<delivery type>/... (shared domains carry the cloud name,
+# private CDNs and CNAMEs do not).
+_DELIVERY_PATH = re.compile(r"^/(?:[^/]+/)?(image|video|raw)/([a-z_]+)/")
+_DELIVERY_TYPE = re.compile(r"^[a-z_]{1,40}$")
+# The Admin API client of the Cloudinary SDK raises a bare Exception("Error 502 - ...") for the 5xx codes
+# it has no class for (502, 504): a gateway error a retry can fix, so it must be a 503, not a 500.
+_BARE_SERVER_ERROR = re.compile(r"^Error 5\d\d\b")
+
+Act = Callable[..., Any]  # Context.act: act(action, perform, **details) -> perform() unless dry run
+
+
+@dataclass(frozen=True)
+class Video:
+    """The asset a notification or a queue entry names."""
+
+    public_id: str
+    delivery_type: str = "upload"
+    resource_type: str = "video"
+    asset_id: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        return {"public_id": self.public_id, "resource_type": self.resource_type, "type": self.delivery_type}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What to do with rejected videos: VIDEO_MODERATION_ON_REJECT and VIDEO_MODERATION_REJECTED_TAG."""
+
+    on_reject: str = "delete"
+    rejected_tag: str = DEFAULT_REJECTED_TAG
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        on_reject = settings.choice("VIDEO_MODERATION_ON_REJECT", "delete", ON_REJECT_CHOICES)
+        tag = (settings.get("VIDEO_MODERATION_REJECTED_TAG") or DEFAULT_REJECTED_TAG).strip()
+        if not tag or "," in tag:
+            # the tags call takes a comma-separated list: a comma would add two tags, neither one asked for
+            raise ConfigError(f"{settings.function}: VIDEO_MODERATION_REJECTED_TAG must be one tag, without commas")
+        return cls(on_reject, tag)
+
+
+@dataclass
+class Calls:
+    """Cloudinary calls actually made (a dry run's skipped writes are not counted)."""
+
+    admin: int = 0
+    upload: int = 0
+
+
+@dataclass
+class Outcome:
+    status: str  # "done" or "ignored"
+    reason: str | None = None
+    calls: Calls = field(default_factory=Calls)
+
+
+# --- reading notifications, details and listings ----------------------------------------------------
+
+def google_status(data: Mapping[str, Any]) -> str | None:
+    """The Google video moderation status ``data`` carries, lower-cased; None when it carries none.
+
+    Upload notifications and the Admin API's details hold a ``moderation`` list of ``{kind, status}``;
+    moderation notifications hold flat ``moderation_kind`` / ``moderation_status``.
+    """
+    entries = data.get("moderation")
+    if isinstance(entries, list):
+        statuses = {str(entry.get("status") or "").lower() for entry in entries
+                    if isinstance(entry, Mapping) and _is_google(entry.get("kind"))}
+        if len(statuses) == 1:
+            return statuses.pop() or None
+        if statuses:
+            return CONFLICTING
+    if _is_google(data.get("moderation_kind")):
+        status = data.get("moderation_status")
+        return status.lower() if isinstance(status, str) and status else None
+    return None
+
+
+def _is_google(kind: Any) -> bool:
+    # the upload parameter may carry a threshold (google_video_moderation:likely); results name the kind
+    return isinstance(kind, str) and (kind == KIND or kind.startswith(KIND + ":"))
+
+
+def video_named_by(payload: Mapping[str, Any]) -> Video:
+    """The video a notification is about. ``resource_type``/``type`` may be missing (moderation
+    notifications have neither): they are read from the delivery URL, else video/upload; the Admin API
+    read settles it either way, since it is asked for exactly that asset."""
+    public_id = payload.get("public_id")
+    if not isinstance(public_id, str) or not public_id.strip():
+        raise BadRequest("The notification has no public_id.", code="missing_field")
+    from_url = _from_delivery_url(payload)
+    resource_type = _optional_text(payload, "resource_type") or from_url[0] or "video"
+    delivery_type = _optional_text(payload, "type") or from_url[1] or "upload"
+    if not _DELIVERY_TYPE.match(delivery_type):
+        raise BadRequest("The notification's type is not a delivery type.", code="bad_field")
+    asset_id = payload.get("asset_id")
+    return Video(public_id, delivery_type, resource_type, asset_id if isinstance(asset_id, str) else None)
+
+
+def _optional_text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"The notification's {key} has the wrong type.", code="bad_field")
+    return value
+
+
+def _from_delivery_url(payload: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    for key in ("secure_url", "url"):
+        url = payload.get(key)
+        if isinstance(url, str):
+            match = _DELIVERY_PATH.match(urlsplit(url).path)
+            if match:
+                return match.group(1), match.group(2)
+    return None, None
+
+
+def needs_publishing(resource: Mapping[str, Any]) -> bool:
+    """Whether the upload's restriction is still on: a token rule and no unconditional anonymous rule.
+    No access control at all, or an anonymous rule without dates, is already public."""
+    rules = _rules(resource)
+    return any(rule.get("access_type") == "token" for rule in rules) and not _open_to_anyone(rules)
+
+
+def only_token_access(resource: Mapping[str, Any]) -> bool:
+    """Whether nobody can view the video without a token: every rule is a token rule."""
+    rules = _rules(resource)
+    return bool(rules) and all(rule.get("access_type") == "token" for rule in rules)
+
+
+def _rules(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    rules = resource.get("access_control")
+    return [rule for rule in rules if isinstance(rule, Mapping)] if isinstance(rules, list) else []
+
+
+def _open_to_anyone(rules: list[Mapping[str, Any]]) -> bool:
+    return any(rule.get("access_type") == "anonymous" and not rule.get("start") and not rule.get("end")
+               for rule in rules)
+
+
+def _tags(resource: Mapping[str, Any]) -> list[str]:
+    tags = resource.get("tags")
+    return [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
+
+
+def _different_asset(video: Video, resource: Mapping[str, Any]) -> str | None:
+    """Why the details do not describe exactly the video we were told about, or None when they do."""
+    for key, expected in (("public_id", video.public_id), ("resource_type", video.resource_type),
+                          ("type", video.delivery_type)):
+        if resource.get(key) != expected:
+            return f"Cloudinary's details do not match the notification's {key}"
+    if video.asset_id and resource.get("asset_id") and resource.get("asset_id") != video.asset_id:
+        # the public ID was deleted and reused: the decision was about the earlier video
+        return "the public ID now names another asset"
+    return None
+
+
+# --- the rules --------------------------------------------------------------------------------------
+
+def settle(video: Video, claimed: str, policy: Policy, act: Act, *, can_read: bool = True,
+           calls: Calls | None = None) -> Outcome:
+    """Apply the decision ``claimed`` ("approved" or "rejected") to ``video`` once Cloudinary confirms it.
+
+    ``can_read`` is False only in the local demo mode, where no Cloudinary account is configured: the
+    check is then reported, not made, and the plan assumes the notification is current. ``calls`` counts
+    the calls made, also when one of them fails (the sweep passes its running total).
+    """
+    calls = calls if calls is not None else Calls()
+    resource: Mapping[str, Any] | None = None
+    from shared.cloudinary_api import AssetNotFound
+
+    try:
+        if can_read:
+            resource = read_details(video, calls)
+            different = _different_asset(video, resource)
+            if different:
+                return Outcome("ignored", different, calls)
+            current = google_status(resource)
+            if current != claimed:
+                return Outcome("ignored", f"Cloudinary's current Google moderation status is "
+                                          f"{current or 'missing'}, not {claimed}", calls)
+        else:
+            act("check_status", None, **video.describe(),
+                note="demo mode: Cloudinary is not configured, so its current status was not read")
+
+        if claimed == "approved":
+            return _publish(video, resource, act, calls)
+        if policy.on_reject == "delete":
+            return _delete(video, act, calls)
+        return _keep(video, resource, policy, act, calls)
+    except AssetNotFound:
+        # deleted meanwhile (by a person, an earlier run, or a repeat of this notification): nothing to do
+        return Outcome("ignored", "the video no longer exists", calls)
+
+
+def _publish(video: Video, resource: Mapping[str, Any] | None, act: Act, calls: Calls) -> Outcome:
+    if resource is not None and not needs_publishing(resource):
+        return Outcome("ignored", "the video is already public", calls)
+    act("publish", lambda: set_access_control(video, PUBLIC, calls), **video.describe(), access_control=PUBLIC)
+    return Outcome("done", calls=calls)
+
+
+def _delete(video: Video, act: Act, calls: Calls) -> Outcome:
+    result = act("delete", lambda: destroy(video, calls), **video.describe(), invalidate=True)
+    if result is not None and result.get("result") == "not found":
+        return Outcome("ignored", "the video no longer exists", calls)
+    if result is not None and result.get("result") != "ok":
+        raise DependencyUnavailable("Cloudinary did not confirm the deletion; a retry will finish it.",
+                                    code="cloudinary_unavailable",
+                                    log_detail=f"destroy answered {str(result.get('result'))[:80]!r}")
+    return Outcome("done", calls=calls)
+
+
+def _keep(video: Video, resource: Mapping[str, Any] | None, policy: Policy, act: Act, calls: Calls) -> Outcome:
+    restrict = resource is None or not only_token_access(resource)
+    tag = resource is None or policy.rejected_tag not in _tags(resource)
+    if not restrict and not tag:
+        return Outcome("ignored", "the rejected video is already restricted and tagged for review", calls)
+    if restrict:
+        # a rejected video must not stay viewable, whatever changed its access since the upload
+        act("restrict", lambda: set_access_control(video, RESTRICTED, calls), **video.describe(),
+            access_control=RESTRICTED)
+    if tag:
+        tagged = act("tag", lambda: add_tag(video, policy.rejected_tag, calls), **video.describe(),
+                     tag=policy.rejected_tag)
+        if tagged is not None and video.public_id not in tagged:
+            return Outcome("ignored", "the video no longer exists", calls)
+    return Outcome("done", calls=calls)
+
+
+# --- Cloudinary calls -------------------------------------------------------------------------------
+
+@contextmanager
+def cloudinary_call(what: str) -> Iterator[None]:
+    """``cloudinary_api.calling`` (420/429, 5xx, timeouts -> 503; 401/403 -> 500; 404 -> AssetNotFound),
+    plus the Admin API's 502/504, which the SDK raises as a bare Exception."""
+    from shared import cloudinary_api
+
+    try:
+        with cloudinary_api.calling(what):
+            yield
+    except Exception as error:
+        if type(error) is Exception and _BARE_SERVER_ERROR.match(str(error)):
+            raise DependencyUnavailable("Cloudinary is unavailable; a retry will finish the work.",
+                                        code="cloudinary_unavailable",
+                                        log_detail=f"{what}: {str(error)[:300]}") from error
+        raise
+
+
+def read_details(video: Video, calls: Calls) -> Mapping[str, Any]:
+    """Admin API: GET resources/<resource_type>/<type>/<public_id>."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    calls.admin += 1
+    with cloudinary_call("resources/details"):
+        return sdk.api.resource(video.public_id, resource_type=video.resource_type, type=video.delivery_type,
+                                timeout=cloudinary_api.timeout())
+
+
+def set_access_control(video: Video, rules: list[dict[str, str]], calls: Calls) -> Mapping[str, Any]:
+    """Admin API: POST resources/<resource_type>/<type>/<public_id> with the JSON-encoded rules."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    calls.admin += 1
+    with cloudinary_call("resources/update"):
+        return sdk.api.update(video.public_id, resource_type=video.resource_type, type=video.delivery_type,
+                              access_control=rules, timeout=cloudinary_api.timeout())
+
+
+def destroy(video: Video, calls: Calls) -> Mapping[str, Any]:
+    """Upload API destroy (not rate-limited like the Admin API), invalidating CDN copies: a rejected video
+    must stop being served, not linger in caches."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    calls.upload += 1
+    with cloudinary_call("destroy"):
+        return sdk.uploader.destroy(video.public_id, resource_type=video.resource_type, type=video.delivery_type,
+                                    invalidate=True, timeout=cloudinary_api.timeout())
+
+
+def add_tag(video: Video, tag: str, calls: Calls) -> list[str]:
+    """Upload API tags call (command=add): no read-modify-write of the tag list."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    calls.upload += 1
+    with cloudinary_call("tags/add"):
+        result = sdk.uploader.add_tag(tag, [video.public_id], resource_type=video.resource_type,
+                                      type=video.delivery_type, timeout=cloudinary_api.timeout())
+    return list(result.get("public_ids") or [])
+
+
+def list_queue(status: str, page_size: int, cursor: str | None, calls: Calls) -> Mapping[str, Any]:
+    """Admin API: GET resources/video/moderations/google_video_moderation/<status> (one page). Only the
+    sweep lists; a notification never does."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    options: dict[str, Any] = {"resource_type": "video", "max_results": page_size, "tags": True,
+                               "timeout": cloudinary_api.timeout()}
+    if cursor:
+        options["next_cursor"] = cursor
+    calls.admin += 1
+    with cloudinary_call("resources/moderations"):
+        return sdk.api.resources_by_moderation(KIND, status, **options)
