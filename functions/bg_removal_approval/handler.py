@@ -331,42 +331,15 @@ def call_timeout(what: str, wanted: float | None = None) -> float:
 
 def resource_details(asset: Asset) -> dict[str, Any] | None:
     """Admin API resource details (the rate-limited API: every call here is counted in the README)."""
-    from cloudinary.exceptions import GeneralError
-
     from shared import cloudinary_api
 
     sdk = cloudinary_api.sdk()
-    _without_read_retries()
     try:
         with cloudinary_api.calling("resources/details"):
-            try:
-                return dict(sdk.api.resource(asset.public_id, resource_type=asset.resource_type,
-                                             type=asset.delivery_type, timeout=call_timeout("resources/details")))
-            except Exception as error:
-                # The Admin API raises a bare Exception for statuses it has no class for (502, 504 with a
-                # JSON error body); a retry can fix those, so they must be a 503 like the other 5xx.
-                if type(error) is Exception:
-                    raise GeneralError(str(error)) from error
-                raise
+            return dict(sdk.api.resource(asset.public_id, resource_type=asset.resource_type,
+                                         type=asset.delivery_type, timeout=call_timeout("resources/details")))
     except cloudinary_api.AssetNotFound:
         return None
-
-
-def _without_read_retries() -> None:
-    """urllib3 retries a GET whose answer timed out three more times, so one Admin API read could take
-    four timeouts and overrun Cloudinary's 20 s. Make the Admin API connector give up on the first read
-    timeout (connection failures are still retried: nothing was sent). Writes are POSTs, never retried."""
-    from cloudinary.api_client import call_api
-    from urllib3.util.retry import Retry
-
-    connector = getattr(call_api, "_http", None)
-    if not hasattr(connector, "connection_pool_kw"):  # another SDK layout: leave it as it is
-        return
-    current = connector.connection_pool_kw.get("retries")
-    if isinstance(current, Retry) and current.read is False:
-        return
-    connector.connection_pool_kw["retries"] = Retry(total=3, read=False)
-    connector.clear()  # pools take their retry policy when created
 
 
 def queue_for_review(asset: Asset, own_url: str) -> None:

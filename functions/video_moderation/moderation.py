@@ -19,8 +19,7 @@ always done, because what a dry run reports depends on it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,9 +39,6 @@ RESTRICTED = [{"access_type": "token"}]
 # private CDNs and CNAMEs do not).
 _DELIVERY_PATH = re.compile(r"^/(?:[^/]+/)?(image|video|raw)/([a-z_]+)/")
 _DELIVERY_TYPE = re.compile(r"^[a-z_]{1,40}$")
-# The Admin API client of the Cloudinary SDK raises a bare Exception("Error 502 - ...") for the 5xx codes
-# it has no class for (502, 504): a gateway error a retry can fix, so it must be a 503, not a 500.
-_BARE_SERVER_ERROR = re.compile(r"^Error 5\d\d\b")
 
 Act = Callable[..., Any]  # Context.act: act(action, perform, **details) -> perform() unless dry run
 
@@ -269,21 +265,11 @@ def _keep(video: Video, resource: Mapping[str, Any] | None, policy: Policy, act:
 
 # --- Cloudinary calls -------------------------------------------------------------------------------
 
-@contextmanager
-def cloudinary_call(what: str) -> Iterator[None]:
-    """``cloudinary_api.calling`` (420/429, 5xx, timeouts -> 503; 401/403 -> 500; 404 -> AssetNotFound),
-    plus the Admin API's 502/504, which the SDK raises as a bare Exception."""
+def cloudinary_call(what: str):
+    """``cloudinary_api.calling``: 420/429, 5xx, timeouts -> 503; 401/403 -> 500; 404 -> AssetNotFound."""
     from shared import cloudinary_api
 
-    try:
-        with cloudinary_api.calling(what):
-            yield
-    except Exception as error:
-        if type(error) is Exception and _BARE_SERVER_ERROR.match(str(error)):
-            raise DependencyUnavailable("Cloudinary is unavailable; a retry will finish the work.",
-                                        code="cloudinary_unavailable",
-                                        log_detail=f"{what}: {str(error)[:300]}") from error
-        raise
+    return cloudinary_api.calling(what)
 
 
 def read_details(video: Video, calls: Calls) -> Mapping[str, Any]:
