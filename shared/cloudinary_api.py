@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
 
 from shared import config
-from shared.errors import DependencyRejected, DependencyUnavailable
+from shared.errors import AssetGone, DependencyRejected, DependencyUnavailable
 
 DEFAULT_TIMEOUT_SECONDS = 8.0  # Cloudinary waits 20 s for our answer; two calls must fit well inside.
 
@@ -29,8 +29,9 @@ _BARE_SERVER_ERROR = re.compile(r"^Error 5\d\d\b")
 _configured_from: str | None = None
 
 
-class AssetNotFound(Exception):
-    """Cloudinary answered 404 for the asset: usually it was deleted meanwhile."""
+class AssetNotFound(AssetGone):
+    """Cloudinary answered 404 for the asset: usually it was deleted meanwhile. Uncaught, it is answered
+    200 ignored (see ``shared.errors.AssetGone``)."""
 
 
 class AssetConflict(Exception):

@@ -89,3 +89,10 @@ class DependencyUnavailable(WebhookError):
 
     status = 503
     code = "dependency_unavailable"
+
+
+class AssetGone(Exception):
+    """The asset a notification names no longer exists (a 404 from the provider, e.g. deleted meanwhile).
+
+    Not an error: the wrapper answers 200 ignored, since Cloudinary's retries cannot bring the asset back.
+    Functions that want another answer catch it (``shared.cloudinary_api.AssetNotFound`` is one)."""

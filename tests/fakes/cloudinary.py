@@ -188,6 +188,8 @@ class FakeCloudinary:
             for key in source:
                 values = source.getlist(key)
                 params[key] = values if key.endswith("[]") else values[0]
+        if request.is_json:  # the Admin API's update sends a JSON body
+            params.update(request.get_json(silent=True) or {})
         prefix = f"/v1_1/{self.cloud_name}/"
         rest = path[len(prefix):] if path.startswith(prefix) else path
         parts = rest.split("/")
