@@ -1,0 +1,125 @@
+"""The image Rekognition looks at: a size-bounded JPEG fetched from a signed Cloudinary delivery URL, and
+one crop per face (``SearchFacesByImage`` only searches the largest face of the image it is given).
+
+``requests`` and Pillow are imported at first use. Pillow (one wheel, no system libraries) is the only
+extra dependency: decoding a JPEG to crop it cannot be done with the standard library.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from shared.errors import DependencyRejected, DependencyUnavailable
+
+MAX_SIDE = 1600  # plenty for faces, and the JPEG stays far below Rekognition's 5 MB
+MAX_BYTES = 5 * 1024 * 1024  # Rekognition's limit for image bytes
+CONNECT_TIMEOUT_SECONDS = 3.0
+DEFAULT_READ_TIMEOUT_SECONDS = 6.0  # a first delivery of a transformation is generated on the fly
+CROP_MARGIN = 0.25  # of the face's size, each side: Rekognition must find the face again in the crop
+CROP_QUALITY = 90
+
+
+class AssetGone(Exception):
+    """The delivery URL answered 404: the asset was deleted (or renamed) meanwhile."""
+
+
+class ImageUnusable(Exception):
+    """The asset cannot be delivered or decoded as an image; the message says why. A retry cannot help."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """The JPEG as fetched (what Rekognition saw) and its decoded, upright pixels (for cropping)."""
+
+    data: bytes
+    pixels: Any  # PIL.Image.Image, typed loosely so Pillow is not imported at module level
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.size
+
+
+def delivery_url(public_id: str, resource_type: str, delivery_type: str, version: int | None) -> str:
+    """A signed URL of a JPEG no larger than MAX_SIDE on either side. Signed, so it works with strict
+    transformations and for private and authenticated assets alike."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    url, _ = sdk.cloudinary.utils.cloudinary_url(
+        public_id, resource_type=resource_type, type=delivery_type, version=version, format="jpg",
+        secure=True, sign_url=True,
+        transformation=[{"crop": "limit", "width": MAX_SIDE, "height": MAX_SIDE}, {"quality": "auto:good"}],
+    )
+    return url
+
+
+def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Picture:
+    """Download the JPEG (streamed, stopping past MAX_BYTES) and decode it."""
+    import requests
+
+    try:
+        with requests.get(url, timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout), stream=True) as response:
+            status = response.status_code
+            reason = response.headers.get("X-Cld-Error", "")[:200]
+            if status in (404, 410):
+                raise AssetGone(reason or f"delivery answered {status}")
+            if status in (420, 429) or status >= 500:
+                raise DependencyUnavailable("Cloudinary delivery is unavailable; a retry will finish the work.",
+                                            code="cloudinary_unavailable",
+                                            log_detail=f"image fetch: {status} {reason}")
+            if status in (401, 403):
+                raise DependencyRejected("Cloudinary refused to deliver the image; the function's log says why.",
+                                         code="cloudinary_delivery_refused",
+                                         log_detail=f"image fetch: {status} {reason}")
+            if status != 200:
+                raise ImageUnusable(f"Cloudinary cannot deliver it as a JPEG ({status} {reason})".strip())
+            data = bytearray()
+            for chunk in response.iter_content(64 * 1024):
+                data.extend(chunk)
+                if len(data) > MAX_BYTES:
+                    raise ImageUnusable("the delivered JPEG is over Rekognition's 5 MB")
+    except requests.exceptions.RequestException as error:
+        raise DependencyUnavailable("Cloudinary delivery did not answer; a retry will finish the work.",
+                                    code="cloudinary_unavailable",
+                                    log_detail=f"image fetch: {type(error).__name__}") from None
+    return Picture(bytes(data), decode(bytes(data)))
+
+
+def decode(data: bytes) -> Any:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            # Rekognition reads the EXIF orientation and gives boxes for the upright image: crop that one.
+            upright = ImageOps.exif_transpose(opened)
+            return upright.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        raise ImageUnusable(f"the delivered file is not a readable image ({type(error).__name__})") from None
+
+
+def crop_box(size: tuple[int, int], box: dict[str, float], margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
+    """Pixel (left, top, right, bottom) of a Rekognition bounding box widened by ``margin`` of its size on
+    each side, clamped to the image (Rekognition's boxes may reach past the edges), never empty."""
+    width, height = size
+    left, top = float(box.get("Left", 0.0)), float(box.get("Top", 0.0))
+    box_width, box_height = float(box.get("Width", 0.0)), float(box.get("Height", 0.0))
+
+    def pixel(ratio: float, extent: int, rounding: Any) -> int:
+        # round() first: 0.35 * 400 is 140.00000000000003 in floating point, which must stay 140
+        return int(rounding(round(ratio * extent, 6)))
+
+    x0 = min(max(pixel(left - margin * box_width, width, math.floor), 0), width - 1)
+    y0 = min(max(pixel(top - margin * box_height, height, math.floor), 0), height - 1)
+    x1 = max(min(pixel(left + box_width + margin * box_width, width, math.ceil), width), x0 + 1)
+    y1 = max(min(pixel(top + box_height + margin * box_height, height, math.ceil), height), y0 + 1)
+    return x0, y0, x1, y1
+
+
+def crop(picture: Picture, box: dict[str, float]) -> bytes:
+    """The face's region as a JPEG, for SearchFacesByImage."""
+    out = io.BytesIO()
+    picture.pixels.crop(crop_box(picture.size, box)).save(out, format="JPEG", quality=CROP_QUALITY)
+    return out.getvalue()
