@@ -17,4 +17,4 @@ if [ ! -f "$wheels_stamp" ] || [ "$(cat "$wheels_stamp")" != "$wheels_wanted" ];
   echo "$wheels_wanted" > "$wheels_stamp"
 fi
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"  # not exec: the EXIT trap of postgres.sh must stop the server

@@ -61,8 +61,12 @@ def demo_secret(create: bool) -> str | None:
         return None
     DEMO_SECRET_FILE.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(24)
-    DEMO_SECRET_FILE.write_text(secret + "\n")
-    DEMO_SECRET_FILE.chmod(0o600)
+    try:  # created private (never briefly world-readable), and only once if serve and send race
+        descriptor = os.open(DEMO_SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return DEMO_SECRET_FILE.read_text().strip() or None
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
     return secret
 
 
@@ -342,6 +346,17 @@ def cmd_deploy_files(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- run: a function's own commands --------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.name not in function_names():
+        raise SystemExit(f"No function named {args.name!r}. Functions: {', '.join(function_names())}")
+    if not (FUNCTIONS_DIR / args.name / "__main__.py").exists():
+        raise SystemExit(f"{args.name} has no commands of its own.")
+    module = importlib.import_module(f"functions.{args.name}.__main__")
+    return int(module.main(args.arguments) or 0)
+
+
 # --- entry ----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,6 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        description="Regenerate the deploy files from deploy/deploy.toml and "
                                                    "the functions' declarations.")
     deploy_files.set_defaults(run=cmd_deploy_files)
+
+    run = commands.add_parser("run", help="a function's own commands, e.g. `run asset_sync migrate`",
+                              description="Run a function's own command line: `run asset_sync migrate|replay|"
+                                          "status`, `run video_moderation sweep --dry-run`. "
+                                          "`run NAME --help` lists them.")
+    run.add_argument("name", help="function name")
+    run.add_argument("arguments", nargs=argparse.REMAINDER, help="its command and options")
+    run.set_defaults(run=cmd_run)
     return parser
 
 

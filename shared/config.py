@@ -6,6 +6,7 @@ and tests can set variables per test.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
@@ -48,9 +49,12 @@ def number(name: str, default: float, environ: Mapping[str, str] | None = None) 
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number") from None
+    if not math.isfinite(value):  # "inf" as a timeout would mean waiting forever
+        raise ConfigError(f"{name} must be a number")
+    return value
 
 
 def word_list(raw: str) -> list[str]:

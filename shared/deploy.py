@@ -200,7 +200,7 @@ def _resource(resource: str) -> str:
 
 def render_vercel_shim(name: str) -> str:
     return (
-        f'"""Vercel entry point of functions/{name}: POST /api/{name}. {GENERATED_NOTE}"""\n\n'
+        f'"""Vercel entry point of functions/{name}: POST /api/{name}.\n\n{GENERATED_NOTE}\n"""\n\n'
         f"from functions.{name}.handler import app\n\n"
         '__all__ = ["app"]\n'
     )

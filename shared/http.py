@@ -81,7 +81,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
     def encoded_body(self) -> bytes:
-        return json.dumps(self.body, ensure_ascii=False).encode("utf-8")
+        # default=str: a detail such as a datetime must not turn finished work into a crash (and a retry)
+        return json.dumps(self.body, ensure_ascii=False, default=str).encode("utf-8")
 
     def all_headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json; charset=utf-8", **self.headers}
@@ -176,7 +177,7 @@ def request_from_wsgi(environ: Mapping[str, Any], max_body_bytes: int = DEFAULT_
     length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
     stream = environ.get("wsgi.input")
     if length_text:
-        if not length_text.isdigit():
+        if not (length_text.isascii() and length_text.isdigit()):  # isdigit() alone accepts non-ASCII digits
             raise BadRequest("Content-Length is not a number.", code="bad_content_length")
         length = int(length_text)
         if length > max_body_bytes:

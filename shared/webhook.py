@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 from shared import config, verify
 from shared.errors import (
+    AssetGone,
     BadRequest,
     ConfigError,
     MethodNotAllowed,
@@ -83,7 +85,7 @@ class Notification(Mapping[str, Any]):
         value = self._payload.get(key)
         if value is None or (kind is str and value == ""):
             raise BadRequest(f"The notification has no {key}.", code="missing_field")
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise BadRequest(f"The notification's {key} has the wrong type.", code="bad_field")
         return value
 
@@ -130,6 +132,17 @@ class Context:
 Handler = Callable[[Notification, Context], Result]
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode_text(payload: Any) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
+
+
 def _is_json(content_type: str | None) -> bool:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/")
@@ -159,7 +172,7 @@ class Webhook:
             request = request_from_lambda_event(event)
         except WebhookError as error:
             response = self._error_response(error)
-            self._log_line(None, None, "rejected", response.status, started, error=error.code)
+            self._log_line(None, None, "rejected", response.status, started, {"error": error.code})
             return lambda_response(response)
         return lambda_response(self(request))
 
@@ -170,7 +183,7 @@ class Webhook:
             request = request_from_wsgi(environ, self._max_body_bytes())
         except WebhookError as error:
             response = self._error_response(error)
-            self._log_line(None, None, "rejected", response.status, started, error=error.code)
+            self._log_line(None, None, "rejected", response.status, started, {"error": error.code})
             return wsgi_reply(response, start_response)
         return wsgi_reply(self(request), start_response)
 
@@ -182,7 +195,7 @@ class Webhook:
         context: Context | None = None
         try:
             notification = self._accept(request)
-            if notification.type not in self.accepts:
+            if notification.type not in self.accepts and ANY_TYPE not in self.accepts:
                 reason = f"notification_type {notification.type!r} is not handled by {self.name}"
                 return self._finish(Response(200, {"status": "ignored", "reason": reason}),
                                     notification, context, "ignored", started)
@@ -190,13 +203,18 @@ class Webhook:
             result = self.handler(notification, context)
             return self._finish(self._result_response(result, context), notification, context,
                                 None, started)
+        except AssetGone:
+            # A 404 the function did not handle: the asset went away between the notification and our call.
+            body = {"status": "ignored", "reason": "the asset no longer exists"}
+            return self._finish(Response(200, body), notification, context, "ignored", started)
         except WebhookError as error:
             return self._finish(self._error_response(error), notification, context, "error", started,
                                 error=error)
         except Exception:
-            log.exception("%s: unexpected error", self.name)
+            # The traceback rides on the request's one log line; the caller gets a generic body.
             body = {"error": "internal_error", "message": "The function failed; its log has the details."}
-            return self._finish(Response(500, body), notification, context, "error", started)
+            return self._finish(Response(500, body), notification, context, "error", started,
+                                exc_info=True)
 
     def _accept(self, request: Request) -> Notification:
         """Everything before the function runs: method, size, type, signature, JSON."""
@@ -223,10 +241,14 @@ class Webhook:
 
         try:
             payload = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise BadRequest("The body is not valid UTF-8 JSON.", code="invalid_json") from None
         if not isinstance(payload, dict):
             raise BadRequest("The body is JSON but not an object.", code="invalid_json")
+        # JSON may escape half of a surrogate pair ("\ud800"): valid syntax, but not text any function could
+        # encode, log or store. Only bodies with such an escape pay for the check.
+        if _SURROGATE_ESCAPE.search(request.body) and not _is_unicode_text(payload):
+            raise BadRequest("The body holds a string that is not valid Unicode.", code="invalid_json")
         if not isinstance(payload.get("notification_type"), str) or not payload["notification_type"]:
             raise BadRequest("The notification has no notification_type.", code="missing_field")
         return Notification(payload)
@@ -242,9 +264,12 @@ class Webhook:
 
     def _result_response(self, result: Result, context: Context) -> Response:
         if result.status == "ignored":
-            return Response(200, {"status": "ignored", "reason": result.reason, **result.details})
-        status = "dry_run" if context.dry_run else "done"
-        return Response(200, {"status": status, "actions": context.actions, **result.details})
+            body: dict[str, Any] = {"status": "ignored", "reason": result.reason}
+        else:
+            body = {"status": "dry_run" if context.dry_run else "done", "actions": context.actions}
+        for key, value in result.details.items():
+            body.setdefault(key, value)  # a detail named "status" must not falsify the outcome
+        return Response(200, body)
 
     def _error_response(self, error: WebhookError) -> Response:
         return Response(error.status, error.body(), dict(error.headers))
@@ -255,7 +280,8 @@ class Webhook:
     # --- the one log line ---
 
     def _finish(self, response: Response, notification: Notification | None, context: Context | None,
-                outcome: str | None, started: float, error: WebhookError | None = None) -> Response:
+                outcome: str | None, started: float, error: WebhookError | None = None,
+                exc_info: bool = False) -> Response:
         if outcome is None:
             outcome = response.body.get("status", "done")
         extra = dict(context.log_fields) if context else {}
@@ -265,11 +291,11 @@ class Webhook:
                 extra["detail"] = error.log_detail
         self._log_line(notification.type if notification else None,
                        notification.public_id if notification else None,
-                       outcome, response.status, started, **extra)
+                       outcome, response.status, started, extra, exc_info=exc_info)
         return response
 
     def _log_line(self, notification_type: str | None, public_id: str | None, outcome: str, status: int,
-                  started: float, **extra: Any) -> None:
+                  started: float, extra: Mapping[str, Any] | None = None, exc_info: bool = False) -> None:
         line = {
             "function": self.name,
             "notification_type": notification_type,
@@ -277,10 +303,14 @@ class Webhook:
             "outcome": outcome,
             "status": status,
             "ms": round((time.perf_counter() - started) * 1000, 1),
-            **extra,
         }
+        for key, value in (extra or {}).items():
+            line.setdefault(key, value)  # a function's note named "status" must not falsify the line
         level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-        log.log(level, json.dumps(line, ensure_ascii=False, default=str))
+        log.log(level, json.dumps(line, ensure_ascii=False, default=str), exc_info=exc_info)
+
+
+ANY_TYPE = "*"  # in ``accepts``: every notification type, including ones Cloudinary adds later
 
 
 def webhook(*, accepts: Iterable[str], requires: Iterable[str] = (), optional: Iterable[str] = (),
@@ -288,6 +318,7 @@ def webhook(*, accepts: Iterable[str], requires: Iterable[str] = (), optional: I
     """Wrap a function ``handle(notification, ctx) -> Result`` as a Cloudinary webhook.
 
     accepts      notification types the function acts on; every other valid one is answered 200 ignored
+                 (``ANY_TYPE`` = "*" among them: every type, for functions that record everything)
     requires     environment variables without which it cannot run (checked per request: 500 if missing)
     optional     variables it reads when set (listed by ``python -m shared check``)
     demo_values  stand-ins for settings in local demo mode, where missing credentials mean dry run

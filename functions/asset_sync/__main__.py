@@ -1,0 +1,84 @@
+"""``python -m functions.asset_sync migrate|replay|status``: look after the mirror database.
+
+    migrate   create or upgrade the tables (the function also does this on first use)
+    replay    rebuild the mirror (assets, folders) from the event log, in one transaction
+    status    schema version, events by type, assets live and deleted, as JSON
+
+The database is ``--database-url``, else ``DATABASE_URL``, else the function's default SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Run from anywhere: the package is imported as functions.asset_sync, like the function itself.
+_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from functions.asset_sync import db  # noqa: E402
+from functions.asset_sync.handler import APPLIERS, DEFAULT_DATABASE_URL  # noqa: E402
+from functions.asset_sync.mirror import Plan  # noqa: E402
+from shared.errors import WebhookError  # noqa: E402
+
+
+def planner(notification_type: str, payload: Mapping[str, Any]) -> Plan | None:
+    """The plan of a logged event, or None for a type this version does not apply."""
+    applier = APPLIERS.get(notification_type)
+    return applier(payload) if applier else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m functions.asset_sync",
+        description="Look after asset_sync's mirror database: migrate it, rebuild it from the event log, "
+                    "or show what it holds.",
+        epilog="DATABASE_URL forms: sqlite:///relative/file.sqlite3, sqlite:////absolute/file.sqlite3, "
+               "postgresql://user:password@host:5432/dbname (see functions/asset_sync/README.md).",
+    )
+    parser.add_argument("--database-url", metavar="URL",
+                        help=f"the database (default: $DATABASE_URL, else {DEFAULT_DATABASE_URL})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("migrate", help="create or upgrade the tables; safe to run at every deploy",
+                        description="Create or upgrade asset_sync's tables (cloudinary_*). Idempotent.")
+    commands.add_parser("replay", help="rebuild the assets and folders tables from the event log",
+                        description="Delete the mirror rows and re-apply every logged event, in one "
+                                    "transaction: readers see the old mirror until the new one is complete.")
+    commands.add_parser("status", help="schema version, event counts, assets live/deleted (JSON)",
+                        description="Print what the database holds, as JSON.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    url = args.database_url or os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+    try:
+        dialect, target = db.parse_url(url)
+        if dialect == "sqlite":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        store = db.store(url)
+        if args.command == "migrate":
+            applied = store.migrate()
+            result: dict[str, Any] = {"database": dialect, "applied": applied}
+        elif args.command == "replay":
+            result = {"database": dialect, **store.replay(planner)}
+        else:
+            result = store.status()
+    except WebhookError as error:
+        detail = db.redact(error.log_detail or "", url)
+        sys.stderr.write(f"asset_sync: {error.message} {detail}".rstrip() + "\n")
+        return 1
+    finally:
+        db.close_all()
+    sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

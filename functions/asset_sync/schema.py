@@ -1,0 +1,115 @@
+"""The tables asset_sync keeps, as numbered migrations for SQLite and PostgreSQL.
+
+Applied in order, each in one transaction, by ``python -m functions.asset_sync migrate`` and
+automatically on first use. Never edit a published migration: add the next one. Every table name starts
+with ``cloudinary_`` so the mirror can live in a database the CMS already uses.
+"""
+
+from __future__ import annotations
+
+VERSION_TABLE = "cloudinary_sync_schema"
+
+_SQLITE_1 = [
+    """CREATE TABLE cloudinary_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        dedupe_key TEXT NOT NULL UNIQUE,          -- sha256 of the canonical JSON payload: retries collide
+        notification_type TEXT NOT NULL,
+        asset_id TEXT,                            -- the (first) asset it names, when it names one
+        event_clock TEXT NOT NULL,                -- when it happened (ISO UTC) '#' key: the merge order
+        received_at TEXT NOT NULL,
+        payload TEXT NOT NULL,                    -- the body exactly as Cloudinary signed it
+        signature_timestamp TEXT,                 -- X-Cld-Timestamp and X-Cld-Signature, to re-verify
+        signature TEXT
+    )""",
+    "CREATE INDEX cloudinary_events_asset ON cloudinary_events (asset_id)",
+    "CREATE INDEX cloudinary_events_received ON cloudinary_events (received_at)",
+    """CREATE TABLE cloudinary_assets (
+        asset_id TEXT PRIMARY KEY,
+        public_id TEXT, resource_type TEXT, type TEXT, asset_folder TEXT, display_name TEXT,
+        version INTEGER, version_id TEXT, format TEXT, bytes INTEGER, width INTEGER, height INTEGER,
+        pages INTEGER, original_filename TEXT, created_at TEXT, secure_url TEXT,
+        tags TEXT NOT NULL DEFAULT '[]',          -- JSON array of strings
+        context TEXT NOT NULL DEFAULT '{}',       -- JSON object: contextual metadata
+        metadata TEXT NOT NULL DEFAULT '{}',      -- JSON object: structured metadata, by external id
+        access_control TEXT,                      -- JSON array, as Cloudinary states it
+        moderation_status TEXT, moderation_kind TEXT,
+        derived TEXT NOT NULL DEFAULT '[]',       -- JSON array: eager / exploded derived versions
+        info TEXT NOT NULL DEFAULT '{}',          -- JSON object: add-on results by info_kind
+        deleted INTEGER NOT NULL DEFAULT 0,
+        deleted_at TEXT,
+        last_notification_at TEXT,                -- the newest notification time applied to the row
+        updated_at TEXT NOT NULL,                 -- when this row last changed here: poll on it
+        sync_state TEXT NOT NULL                  -- merge bookkeeping (per-field clocks); not for queries
+    )""",
+    "CREATE INDEX cloudinary_assets_public_id ON cloudinary_assets (public_id)",
+    "CREATE INDEX cloudinary_assets_folder ON cloudinary_assets (asset_folder)",
+    "CREATE INDEX cloudinary_assets_updated ON cloudinary_assets (updated_at)",
+    """CREATE TABLE cloudinary_folders (
+        path TEXT PRIMARY KEY,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        changed_at TEXT NOT NULL,
+        sync_clock TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE cloudinary_folder_renames (
+        event_clock TEXT PRIMARY KEY,
+        from_path TEXT NOT NULL,
+        to_path TEXT NOT NULL
+    )""",
+]
+
+_POSTGRESQL_1 = [
+    """CREATE TABLE cloudinary_events (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        dedupe_key TEXT NOT NULL UNIQUE,
+        notification_type TEXT NOT NULL,
+        asset_id TEXT,
+        event_clock TEXT NOT NULL,
+        received_at TIMESTAMPTZ NOT NULL,
+        payload TEXT NOT NULL,
+        signature_timestamp TEXT,
+        signature TEXT
+    )""",
+    "CREATE INDEX cloudinary_events_asset ON cloudinary_events (asset_id)",
+    "CREATE INDEX cloudinary_events_received ON cloudinary_events (received_at)",
+    """CREATE TABLE cloudinary_assets (
+        asset_id TEXT PRIMARY KEY,
+        public_id TEXT, resource_type TEXT, type TEXT, asset_folder TEXT, display_name TEXT,
+        version BIGINT, version_id TEXT, format TEXT, bytes BIGINT, width INTEGER, height INTEGER,
+        pages INTEGER, original_filename TEXT, created_at TIMESTAMPTZ, secure_url TEXT,
+        tags JSONB NOT NULL DEFAULT '[]',
+        context JSONB NOT NULL DEFAULT '{}',
+        metadata JSONB NOT NULL DEFAULT '{}',
+        access_control JSONB,
+        moderation_status TEXT, moderation_kind TEXT,
+        derived JSONB NOT NULL DEFAULT '[]',
+        info JSONB NOT NULL DEFAULT '{}',
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        deleted_at TIMESTAMPTZ,
+        last_notification_at TIMESTAMPTZ,
+        updated_at TIMESTAMPTZ NOT NULL,
+        sync_state JSONB NOT NULL
+    )""",
+    "CREATE INDEX cloudinary_assets_public_id ON cloudinary_assets (public_id)",
+    "CREATE INDEX cloudinary_assets_folder ON cloudinary_assets (asset_folder)",
+    "CREATE INDEX cloudinary_assets_updated ON cloudinary_assets (updated_at)",
+    "CREATE INDEX cloudinary_assets_tags ON cloudinary_assets USING GIN (tags)",
+    """CREATE TABLE cloudinary_folders (
+        path TEXT PRIMARY KEY,
+        deleted BOOLEAN NOT NULL DEFAULT FALSE,
+        changed_at TIMESTAMPTZ NOT NULL,
+        sync_clock TEXT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE cloudinary_folder_renames (
+        event_clock TEXT PRIMARY KEY,
+        from_path TEXT NOT NULL,
+        to_path TEXT NOT NULL
+    )""",
+]
+
+# version -> statements per dialect
+MIGRATIONS: dict[int, dict[str, list[str]]] = {
+    1: {"sqlite": _SQLITE_1, "postgresql": _POSTGRESQL_1},
+}
+LATEST = max(MIGRATIONS)

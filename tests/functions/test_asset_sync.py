@@ -1,0 +1,844 @@
+"""asset_sync against real databases: SQLite in a temporary file and a real PostgreSQL server.
+
+Every database test runs twice (``database`` is parametrized). The PostgreSQL server is the throwaway one
+that ``scripts/postgres.sh`` starts for ``make test`` / ``bash scripts/test.sh`` (TEST_DATABASE_URL); when
+it is not there the PostgreSQL half fails, loudly, rather than being skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from functions.asset_sync import db
+from functions.asset_sync.__main__ import main as cli
+from functions.asset_sync.handler import APPLIERS, NOTIFICATION_TYPES, handle
+from functions.asset_sync.mirror import AssetChange, AssetRef, event_time, merge, project
+from tests.helpers import ROOT, SECRET, function_url_event, sample, signed_request
+
+ASSET = "3515c6000a548515f1134043f9785c2f"
+SAMPLES = sorted(APPLIERS)
+VOLATILE = ("updated_at", "sync_state")  # when a row was written here; bookkeeping
+
+
+# --- fixtures and helpers ---------------------------------------------------------------------------
+
+def _drop_postgres_tables(url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        for table in ("cloudinary_events", "cloudinary_assets", "cloudinary_folders", "cloudinary_folder_renames",
+                      "cloudinary_sync_schema"):
+            connection.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path, monkeypatch, signing_secret) -> str:
+    """DATABASE_URL for a fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/mirror.sqlite3"
+    else:
+        url = os.environ.get("TEST_DATABASE_URL", "")
+        if not url:
+            pytest.fail("TEST_DATABASE_URL is not set, so there is no PostgreSQL to test against. Run the tests "
+                        "with `make test` or `bash scripts/test.sh`: they start a throwaway PostgreSQL "
+                        "(scripts/postgres.sh) and set it.", pytrace=False)
+        _drop_postgres_tables(url)
+    db.close_all()
+    db.forget_migrations()
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    db.close_all()
+
+
+def send(payload: Any, **kwargs: Any):
+    if isinstance(payload, str):
+        payload = sample("asset_sync", payload)
+    return handle(signed_request(payload, **kwargs))
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads(sample("asset_sync", name))
+
+
+def mirror(url: str) -> dict[str, Any]:
+    """Assets and folders as a CMS sees them, without the write times."""
+    store = db.store(url)
+    assets = {row["asset_id"]: {k: v for k, v in row.items() if k not in VOLATILE} for row in store.assets()}
+    return {"assets": assets, "folders": store.folders()}
+
+
+def asset(url: str, asset_id: str = ASSET) -> dict[str, Any]:
+    return mirror(url)["assets"][asset_id]
+
+
+def events(url: str) -> list[dict[str, Any]]:
+    return db.store(url).events()
+
+
+def _table_exists(url: str, table: str) -> bool:
+    dialect, target = db.parse_url(url)
+    if dialect == "sqlite":
+        if not os.path.exists(target):
+            return False
+        with sqlite3.connect(target) as connection:
+            return connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+    import psycopg
+
+    with psycopg.connect(target) as connection:
+        return connection.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
+
+
+def _written_rows(url: str) -> int:
+    """Events plus asset rows, counted straight from the database."""
+    if not _table_exists(url, "cloudinary_events"):
+        return 0
+    return len(events(url)) + len(db.store(url).assets())
+
+
+# --- the happy path, per notification type ----------------------------------------------------------
+
+def test_every_type_has_an_applier_and_a_real_shaped_sample():
+    files = {path.stem: json.loads(path.read_text())
+             for path in (ROOT / "functions" / "asset_sync" / "samples").glob("*.json")}
+
+    assert set(NOTIFICATION_TYPES) == set(APPLIERS) == set(files)
+    assert handle.accepts == {"*"}  # every type, including ones Cloudinary adds later
+    assert all(payload["notification_type"] == name for name, payload in files.items())
+    assert all("triggered_at" in payload["notification_context"] for payload in files.values())
+
+
+
+UPLOADED = {
+    "public_id": "shop/chairs/oak_chair", "resource_type": "image", "type": "upload", "asset_folder": "shop/chairs",
+    "display_name": "oak_chair", "version": 1714986001, "version_id": "8f1f3e9ab4f2b5d4f8b51a7d2a2e0c61",
+    "format": "jpg", "bytes": 734521, "width": 2400, "height": 1600, "pages": None,
+    "original_filename": "IMG_4411", "created_at": "2024-05-06T09:00:01.000000Z",
+    "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/oak_chair.jpg",
+    "tags": ["catalog", "chairs"], "context": {"alt": "Oak chair, side view", "sku": "CH-1042"},
+    "metadata": {"product_line": "heritage"}, "access_control": None, "moderation_status": None,
+    "moderation_kind": None, "derived": [], "info": {}, "deleted": False, "deleted_at": None,
+    "last_notification_at": "2024-05-06T09:00:01.113000Z",
+}
+
+
+def test_upload_writes_one_event_and_the_whole_asset_row_without_calling_cloudinary(database, cloudinary_server):
+    body = sample("asset_sync", "upload")
+    request = signed_request(body)
+
+    response = handle(request)
+
+    assert response.status == 200
+    assert response.body["status"] == "done"
+    [action] = response.body["actions"]
+    assert action["action"] == "record_and_apply" and action["notification_type"] == "upload"
+    assert action["assets"][0]["asset_id"] == ASSET
+    assert {"tags", "context", "metadata", "public_id", "deleted"} <= set(action["assets"][0]["changes"])
+    assert asset(database) == {"asset_id": ASSET, **UPLOADED}
+    [event] = events(database)
+    assert event["notification_type"] == "upload" and event["asset_id"] == ASSET
+    assert event["payload"] == body.decode()  # exactly the bytes Cloudinary signed
+    assert event["signature"] == request.headers["X-Cld-Signature"]
+    assert event["signature_timestamp"] == request.headers["X-Cld-Timestamp"]
+    assert event["event_clock"].startswith("2024-05-06T09:00:01.113000Z#")
+    assert cloudinary_server.log == []  # the notification is the state: no Admin/Upload API call
+
+
+# What each type changes on the asset uploaded by upload.json (applied after it).
+AFTER_UPLOAD = {
+    "eager": {"derived": [
+        {"transformation": "c_fill,g_auto,h_400,w_400", "width": 400, "height": 400, "bytes": 38211, "format": "jpg",
+         "public_id": "shop/chairs/oak_chair",
+         "secure_url": "https://res.cloudinary.com/demo/image/upload/c_fill,g_auto,h_400,w_400/v1714986001/shop/"
+                       "chairs/oak_chair.jpg"},
+        {"transformation": "f_webp,q_auto,w_1200", "width": 1200, "height": 800, "bytes": 91550, "format": "webp",
+         "public_id": "shop/chairs/oak_chair",
+         "secure_url": "https://res.cloudinary.com/demo/image/upload/f_webp,q_auto,w_1200/v1714986001/shop/"
+                       "chairs/oak_chair.webp"}]},
+    "rename": {"public_id": "shop/chairs/oak_chair_heritage",
+               "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/"
+                             "oak_chair_heritage.jpg"},
+    "delete": {"deleted": True, "deleted_at": "2024-05-08T16:02:11.305000Z",
+               "public_id": "shop/chairs/oak_chair_heritage", "asset_folder": "shop/collections/heritage",
+               "display_name": "Oak chair (heritage)",
+               "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/"
+                             "oak_chair_heritage.jpg"},
+    "move": {"asset_folder": "shop/heritage", "public_id": "shop/chairs/oak_chair_heritage",
+             "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/"
+                           "oak_chair_heritage.jpg"},
+    "resource_tags_changed": {"tags": ["catalog", "featured"], "public_id": "shop/chairs/oak_chair_heritage",
+                              "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/"
+                                            "oak_chair_heritage.jpg"},
+    "resource_context_changed": {
+        "context": {"alt": "Oak chair, three-quarter view", "caption": "Heritage oak chair"},
+        "public_id": "shop/chairs/oak_chair_heritage",
+        "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/oak_chair_heritage.jpg"},
+    "resource_metadata_changed": {
+        "metadata": {"product_line": "heritage_2024", "publish_state": ["published"]},
+        "public_id": "shop/chairs/oak_chair_heritage",
+        "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/oak_chair_heritage.jpg"},
+    "resource_display_name_changed": {
+        "display_name": "Oak chair (heritage)", "asset_folder": "shop/heritage",
+        "public_id": "shop/chairs/oak_chair_heritage",
+        "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/oak_chair_heritage.jpg"},
+    "access_control_changed": {
+        "access_control": [{"access_type": "token"}], "public_id": "shop/chairs/oak_chair_heritage",
+        "secure_url": "https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/oak_chair_heritage.jpg"},
+    "moderation": {"moderation_status": "approved", "moderation_kind": "manual"},
+    "info": {"info": {"google_tagging": {"status": "complete", "data": [
+        {"tag": "chair", "confidence": 0.97}, {"tag": "wood", "confidence": 0.91}]}}},
+    "related_assets": {},  # log only
+    "proof_status_changed": {},  # log only
+}
+
+
+@pytest.mark.parametrize("name", sorted(AFTER_UPLOAD))
+def test_each_asset_notification_type_updates_the_row(database, name):
+    assert send("upload").status == 200
+    payload = load(name)
+
+    response = send(payload)
+
+    assert response.status == 200 and response.body["status"] == "done"
+    row = asset(database)
+    expected = {"asset_id": ASSET, **UPLOADED, **AFTER_UPLOAD[name]}
+    if AFTER_UPLOAD[name] or name in ("related_assets", "proof_status_changed"):
+        newest = max(UPLOADED["last_notification_at"], _trigger_time(payload))
+        expected["last_notification_at"] = newest if AFTER_UPLOAD[name] else UPLOADED["last_notification_at"]
+    assert row == expected
+    assert [event["notification_type"] for event in events(database)] == ["upload", name]
+
+
+def _trigger_time(payload: dict[str, Any]) -> str:
+    return event_time(payload, "2000-01-01T00:00:00Z")
+
+
+def test_multi_creates_the_generated_asset(database):
+    assert send("multi").status == 200
+    row = asset(database, "9d1c2b3a4f5e6d7c8b9a0f1e2d3c4b5a")
+    assert row["public_id"] == "chairs" and row["version"] == 1714990000 and row["deleted"] is False
+    assert row["secure_url"] == "https://res.cloudinary.com/demo/image/multi/v1714990000/chairs.gif"
+
+
+def test_explode_records_the_pages_as_derived_images(database):
+    assert send("explode").status == 200
+    row = asset(database, "0b6e1c2d3e4f5a6b7c8d9e0f1a2b3c4d")
+    assert row["pages"] == 2
+    assert [item["secure_url"].split("/")[6] for item in row["derived"]] == ["pg_1", "pg_2"]
+
+
+def test_folder_notifications_keep_the_folder_list_and_move_the_assets_inside(database):
+    for name in ("upload", "create_folder", "move", "delete_folder", "move_or_rename_asset_folder"):
+        assert send(name).status == 200
+
+    assert mirror(database)["folders"] == [{"path": "shop/collections/heritage", "deleted": False},
+                                           {"path": "shop/heritage", "deleted": True},
+                                           {"path": "shop/old_season", "deleted": True}]
+    assert asset(database)["asset_folder"] == "shop/collections/heritage"  # renamed along with its folder
+
+
+def test_the_whole_story_in_order(database):
+    order = ["upload", "eager", "info", "moderation", "multi", "rename", "explode", "create_folder", "move",
+             "resource_tags_changed", "resource_context_changed", "resource_metadata_changed",
+             "resource_display_name_changed", "access_control_changed", "related_assets", "proof_status_changed",
+             "delete_folder", "move_or_rename_asset_folder", "delete"]
+    assert sorted(order) == SAMPLES  # one sample per type the function handles
+
+    for name in order:
+        response = send(name)
+        assert response.status == 200 and response.body["status"] == "done", name
+
+    row = asset(database)
+    assert row["public_id"] == "shop/chairs/oak_chair_heritage"
+    assert row["asset_folder"] == "shop/collections/heritage"
+    assert row["tags"] == ["catalog", "featured"] and row["deleted"] is True
+    assert [item["secure_url"] for item in row["derived"]] == [
+        "https://res.cloudinary.com/demo/image/upload/c_fill,g_auto,h_400,w_400/v1714986001/shop/chairs/"
+        "oak_chair_heritage.jpg",
+        "https://res.cloudinary.com/demo/image/upload/f_webp,q_auto,w_1200/v1714986001/shop/chairs/"
+        "oak_chair_heritage.webp"]
+    assert len(events(database)) == len(order)
+
+
+# --- repeats and order ------------------------------------------------------------------------------
+
+def test_a_repeated_notification_is_ignored_and_changes_nothing(database):
+    assert send("upload").status == 200
+    before = db.store(database).assets()
+
+    again = send("upload", timestamp=int(datetime.now(UTC).timestamp()) - 60)  # a retry: new signature
+
+    assert again.status == 200
+    assert again.body["status"] == "ignored" and "already recorded" in again.body["reason"]
+    assert db.store(database).assets() == before  # not even updated_at moved
+    assert len(events(database)) == 1
+
+
+def test_same_content_with_other_key_order_is_the_same_notification(database):
+    payload = load("resource_tags_changed")
+    reordered = dict(reversed(list(payload.items())))
+    assert send(payload).status == 200
+
+    assert send(json.dumps(reordered, indent=4).encode()).body["status"] == "ignored"
+    assert len(events(database)) == 1
+
+
+def test_rename_then_an_older_upload_keeps_the_new_public_id(database):
+    assert send("rename").status == 200
+    assert send("upload").status == 200  # a retry of the upload, delivered late
+
+    row = asset(database)
+    assert row["public_id"] == "shop/chairs/oak_chair_heritage"
+    assert row["secure_url"] == ("https://res.cloudinary.com/demo/image/upload/v1714986001/shop/chairs/"
+                                 "oak_chair_heritage.jpg")
+    assert row["width"] == 2400 and row["tags"] == ["catalog", "chairs"]  # the rest of the upload is in
+
+
+def test_delete_then_a_late_tag_change_keeps_the_asset_deleted(database):
+    for name in ("upload", "delete", "resource_tags_changed"):
+        assert send(name).status == 200
+
+    row = asset(database)
+    assert row["deleted"] is True and row["deleted_at"] == "2024-05-08T16:02:11.305000Z"
+    assert row["tags"] == ["catalog", "featured"]  # the change happened before the delete: it counts
+    assert row["last_notification_at"] == "2024-05-08T16:02:11.305000Z"
+
+
+def test_an_older_upload_does_not_undo_a_newer_tag_change(database):
+    assert send("resource_tags_changed").status == 200
+    assert send("upload").status == 200
+
+    assert asset(database)["tags"] == ["catalog", "featured"]
+
+
+def test_a_reupload_after_delete_brings_the_asset_back(database):
+    later = load("upload")
+    later["notification_context"]["triggered_at"] = "2024-05-09T08:00:00.000Z"
+    later["version"] = 1715241600
+    for payload in (load("upload"), load("delete"), later):
+        assert send(payload).status == 200
+
+    row = asset(database)
+    assert row["deleted"] is False and row["deleted_at"] is None and row["version"] == 1715241600
+
+
+def test_concurrent_notifications_for_one_asset_lose_nothing(database):
+    import threading
+
+    assert send("upload").status == 200
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def tag(number: int) -> None:
+        payload = load("resource_tags_changed")
+        payload["resources"][0].update(added=[f"t{number}"], removed=[])
+        payload["notification_context"]["triggered_at"] = f"2024-05-06T12:00:{number:02d}.000Z"
+        barrier.wait()
+        statuses.append(send(payload).status)
+        db.close_all()  # this thread's connections
+
+    threads = [threading.Thread(target=tag, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [200] * 8
+    assert asset(database)["tags"] == ["catalog", "chairs"] + [f"t{number}" for number in range(8)]
+    assert len(events(database)) == 9
+
+
+def test_an_asset_named_only_by_public_id_is_found_by_it(database):
+    assert send("upload").status == 200
+    payload = load("resource_tags_changed")
+    del payload["resources"][0]["asset_id"]
+    payload["resources"][0]["public_id"] = "shop/chairs/oak_chair"
+
+    response = send(payload)
+
+    assert response.status == 200 and "unmatched" not in response.body
+    assert asset(database)["tags"] == ["catalog", "featured"]
+
+
+def test_an_unknown_asset_named_only_by_public_id_is_logged_as_unmatched(database):
+    payload = load("moderation")
+    del payload["asset_id"]
+
+    response = send(payload)
+
+    assert response.status == 200 and response.body["unmatched"] == 1
+    assert db.store(database).assets() == [] and len(events(database)) == 1  # kept for a later replay
+
+
+def test_eager_results_arriving_before_their_upload_are_kept_and_a_new_version_hides_them(database):
+    assert send("eager").status == 200
+    assert send("upload").status == 200
+    assert [item["transformation"] for item in asset(database)["derived"]] == [
+        "c_fill,g_auto,h_400,w_400", "f_webp,q_auto,w_1200"]
+
+    new_version = load("upload")
+    new_version.update(version=1715000000, timestamp="2024-05-06T13:00:00+00:00")
+    new_version["notification_context"]["triggered_at"] = "2024-05-06T13:00:00.000Z"
+    assert send(new_version).status == 200
+
+    assert asset(database)["derived"] == []  # the old version's URLs are gone with it
+
+
+def test_event_time_is_the_later_of_trigger_time_and_timestamp():
+    eager = load("eager")
+    eager["notification_context"]["triggered_at"] = "2024-05-06T09:00:01.113Z"  # the upload's request
+
+    assert event_time(eager, "2030-01-01T00:00:00Z") == "2024-05-06T09:00:07.000000Z"
+    assert event_time(load("upload"), "2030-01-01T00:00:00Z") == "2024-05-06T09:00:01.113000Z"
+    assert event_time({"notification_type": "delete"}, "2030-01-01T00:00:00Z") == "2030-01-01T00:00:00.000000Z"
+
+
+# --- failures: nothing half-done -------------------------------------------------------------------
+
+def _kill_connection(url: str) -> None:
+    """The database goes away: PostgreSQL terminates this request's backend; SQLite fails its I/O."""
+    store = db.store(url)
+    if store.dialect == "sqlite":
+        raise sqlite3.OperationalError("disk I/O error")
+    import psycopg
+
+    pid = store._connection.info.backend_pid
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_database_going_away_mid_request_is_503_and_leaves_no_half_applied_event(database, monkeypatch):
+    original = db.Store._apply_asset
+
+    def dies_midway(self, *args):
+        _kill_connection(self.url)  # after the event row was inserted, before the asset row
+        return original(self, *args)
+
+    monkeypatch.setattr(db.Store, "_apply_asset", dies_midway)
+    response = send("upload")
+
+    assert response.status == 503
+    assert response.body == {"error": "database_unavailable",
+                             "message": "The database is unavailable; a retry will finish the work."}
+    monkeypatch.setattr(db.Store, "_apply_asset", original)
+    assert events(database) == [] and db.store(database).assets() == []  # rolled back, both
+
+    retry = send("upload")  # Cloudinary's retry, on a fresh connection
+    assert retry.status == 200 and retry.body["status"] == "done"
+    assert len(events(database)) == 1 and asset(database)["public_id"] == "shop/chairs/oak_chair"
+
+
+def test_a_connection_closed_between_requests_is_replaced(database):
+    assert send("upload").status == 200
+    [kept] = db._idle[database]  # the connection the next request will reuse
+    if db.store(database).dialect == "postgresql":
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as admin:  # e.g. the server's idle timeout
+            admin.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
+    else:
+        kept.close()
+
+    assert send("eager").status == 200
+    assert len(events(database)) == 2
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_unreachable_database_is_503_without_the_password(kind, tmp_path, monkeypatch, signing_secret, caplog):
+    if kind == "sqlite":
+        (tmp_path / "a-file").write_text("not a folder")
+        url = f"sqlite:///{tmp_path}/a-file/mirror.sqlite3"
+    else:
+        import socket
+
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        url = f"postgresql://sync:s3cret-pw@127.0.0.1:{port}/mirror"
+    monkeypatch.setenv("DATABASE_URL", url)
+    try:
+        response = send("upload")
+    finally:
+        db.close_all()
+
+    assert response.status == 503 and response.body["error"] == "database_unavailable"
+    assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in json.dumps(response.body)
+    assert "database_unavailable" in caplog.text
+
+
+def test_a_database_url_of_another_kind_is_500(monkeypatch, signing_secret, caplog):
+    monkeypatch.setenv("DATABASE_URL", "mysql://user:pw@db.example.com/cms")
+
+    response = send("upload")
+
+    assert response.status == 500 and response.body["error"] == "not_configured"
+    assert "DATABASE_URL" in caplog.text and "pw@" not in caplog.text
+
+
+def test_bad_signature_is_401_and_touches_no_database(database, cloudinary_server):
+    response = send("upload", secret="not-the-secret")
+
+    assert response.status == 401 and response.body["error"] == "signature_mismatch"
+    assert not _table_exists(database, "cloudinary_events")  # never even connected and migrated
+    assert cloudinary_server.log == []
+
+
+def test_unknown_type_is_kept_in_the_event_log_and_changes_no_asset(database, cloudinary_server):
+    """A type Cloudinary adds later (or one without asset state) is recorded for audit and replay."""
+    response = send({"notification_type": "sprite", "batch_id": "f97c6bf03074d9641f1a9c9b6bcebef7"})
+
+    assert response.status == 200 and response.body["status"] == "done"
+    assert [event["notification_type"] for event in events(database)] == ["sprite"]
+    assert db.store(database).assets() == []
+    assert cloudinary_server.log == []
+
+
+@pytest.mark.parametrize(("payload", "error"), [
+    ({"notification_type": "delete", "resources": "koi"}, "bad_field"),
+    ({"notification_type": "rename", "asset_id": ASSET, "from_public_id": "a"}, "missing_field"),
+    ({"notification_type": "resource_context_changed", "resources": [{"asset_id": ASSET}]}, "bad_field"),
+    ({"notification_type": "upload", "version": 1}, "missing_field"),
+    ({"notification_type": "create_folder"}, "missing_field"),
+    ({"notification_type": "eager", "asset_id": ASSET}, "bad_field"),
+])
+def test_malformed_notifications_are_400_and_write_nothing(database, payload, error):
+    response = send(payload)
+
+    assert response.status == 400 and response.body["error"] == error
+    assert _written_rows(database) == 0
+
+
+def test_dry_run_reports_the_changes_and_writes_nothing(database, monkeypatch):
+    monkeypatch.setenv("DRY_RUN", "1")
+
+    response = send("resource_tags_changed")
+
+    assert response.status == 200 and response.body["status"] == "dry_run"
+    [action] = response.body["actions"]
+    assert action["action"] == "record_and_apply"
+    assert action["assets"] == [{"asset_id": ASSET, "changes": ["public_id", "resource_type", "tags", "type"]}]
+    assert not _table_exists(database, "cloudinary_events")
+
+
+def test_the_log_line_carries_no_payload_and_no_signature(database, caplog):
+    request = signed_request(sample("asset_sync", "upload"))
+    handle(request)
+
+    assert '"outcome": "done"' in caplog.text and '"notification_type": "upload"' in caplog.text
+    assert request.headers["X-Cld-Signature"] not in caplog.text
+    assert "Oak chair, side view" not in caplog.text and SECRET not in caplog.text
+
+
+def test_lambda_function_url_entry_point(database):
+    from functions.asset_sync.handler import handler
+
+    result = handler(function_url_event(sample("asset_sync", "upload"), base64_body=True), None)
+
+    assert result["statusCode"] == 200 and json.loads(result["body"])["status"] == "done"
+    assert asset(database)["public_id"] == "shop/chairs/oak_chair"
+
+
+# --- the commands -----------------------------------------------------------------------------------
+
+def test_migrate_creates_the_tables_once(database, capsys):
+    assert cli(["--database-url", database, "migrate"]) == 0
+    assert json.loads(capsys.readouterr().out)["applied"] == [1]
+    assert cli(["--database-url", database, "migrate"]) == 0
+    assert json.loads(capsys.readouterr().out)["applied"] == []
+    assert _table_exists(database, "cloudinary_assets")
+
+
+def test_replay_rebuilds_the_mirror_from_the_event_log(database, capsys):
+    for name in SAMPLES:
+        assert send(name).status == 200
+    expected = mirror(database)
+    store = db.store(database)
+    with store.transaction():  # someone damaged the mirror: the log is the truth
+        store.execute("DELETE FROM cloudinary_assets WHERE asset_id = ?", (ASSET,))
+        store.execute("UPDATE cloudinary_assets SET public_id = 'wrong'")
+    db.close_all()
+
+    assert cli(["replay"]) == 0  # DATABASE_URL from the environment
+
+    assert json.loads(capsys.readouterr().out) == {"database": db.parse_url(database)[0],
+                                                   "events": len(SAMPLES), "applied": len(SAMPLES), "skipped": 0}
+    assert mirror(database) == expected
+
+
+def test_status_reports_what_the_database_holds(database, capsys):
+    for name in ("upload", "delete", "create_folder"):
+        send(name)
+
+    assert cli(["status"]) == 0
+
+    status = json.loads(capsys.readouterr().out)
+    assert status["schema_version"] == 1 and status["events"] == 3
+    assert status["events_by_type"] == {"create_folder": 1, "delete": 1, "upload": 1}
+    assert status["assets"] == 1 and status["deleted_assets"] == 1 and status["folders"] == 1
+
+
+def test_help_names_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--help"])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert all(word in text for word in ("migrate", "replay", "status", "DATABASE_URL", "postgresql://"))
+
+
+def test_the_command_fails_clearly_on_a_bad_url(capsys):
+    assert cli(["--database-url", "mysql://x", "status"]) == 1
+    assert "DATABASE_URL" in capsys.readouterr().err
+
+
+# --- 1,000 notifications, shuffled, with duplicates -------------------------------------------------
+
+def realistic_notifications(count: int, seed: int = 8) -> list[dict[str, Any]]:
+    """A plausible day of a shop's media library: uploads first, then edits by people and integrations,
+    renames, moves, folder changes, eager results, moderation, deletes and re-uploads."""
+    rng = random.Random(seed)
+    start = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
+    assets: dict[str, dict[str, Any]] = {}
+    folders = ["shop/chairs", "shop/tables", "shop/lamps"]
+    out: list[dict[str, Any]] = []
+
+    def context(step: int) -> dict[str, Any]:
+        moment = start + timedelta(seconds=step * 7, milliseconds=rng.randrange(1000))
+        return {"triggered_at": moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "triggered_by": {"source": "ui", "id": "editor@example.com"}}
+
+    for step in range(count):
+        live = [a for a in assets.values() if not a["deleted"]]
+        kind = "upload" if len(assets) < 25 or not live else rng.choices(
+            ["upload", "rename", "delete", "move", "resource_tags_changed", "resource_context_changed",
+             "resource_metadata_changed", "resource_display_name_changed", "access_control_changed", "eager",
+             "moderation", "create_folder", "move_or_rename_asset_folder", "related_assets"],
+            weights=[6, 5, 3, 5, 12, 6, 6, 4, 3, 5, 3, 1, 1, 1])[0]
+        target = rng.choice(live) if live else None
+        stamp = context(step)
+        if kind == "upload":
+            revived = [a for a in assets.values() if a["deleted"]]
+            if revived and rng.random() < 0.3:
+                target = rng.choice(revived)  # a new version of a deleted asset
+            else:
+                number = len(assets)
+                target = {"asset_id": f"{number:032x}", "public_id": f"{rng.choice(folders)}/item_{number}",
+                          "folder": rng.choice(folders), "version": 1714986000}
+                assets[target["asset_id"]] = target
+            target["deleted"] = False
+            target["version"] += 1 + step
+            out.append({"notification_type": "upload", "asset_id": target["asset_id"],
+                        "public_id": target["public_id"], "version": target["version"], "resource_type": "image",
+                        "type": "upload", "format": "jpg", "width": rng.randrange(100, 4000),
+                        "height": rng.randrange(100, 4000), "bytes": rng.randrange(10**4, 10**7),
+                        "tags": rng.sample(["a", "b", "c", "d", "e"], rng.randrange(0, 4)),
+                        "asset_folder": target["folder"], "display_name": target["public_id"].rsplit("/", 1)[-1],
+                        "secure_url": f"https://res.cloudinary.com/demo/image/upload/v{target['version']}/"
+                                      f"{target['public_id']}.jpg",
+                        "notification_context": stamp})
+        elif kind == "rename":
+            new = f"{target['public_id']}_r{step}"
+            out.append({"notification_type": "rename", "asset_id": target["asset_id"], "resource_type": "image",
+                        "type": "upload", "from_public_id": target["public_id"], "to_public_id": new,
+                        "notification_context": stamp})
+            target["public_id"] = new
+        elif kind == "delete":
+            target["deleted"] = True
+            out.append({"notification_type": "delete", "resources": [
+                {"asset_id": target["asset_id"], "public_id": target["public_id"], "resource_type": "image",
+                 "type": "upload"}], "notification_context": stamp})
+        elif kind == "move":
+            to = rng.choice(folders)
+            out.append({"notification_type": "move", "source": "ui", "resources": {target["public_id"]: {
+                "asset_id": target["asset_id"], "resource_type": "image", "type": "upload",
+                "from_asset_folder": target["folder"], "to_asset_folder": to}}, "notification_context": stamp})
+            target["folder"] = to
+        elif kind == "resource_tags_changed":
+            out.append({"notification_type": "resource_tags_changed", "source": "ui", "resources": [
+                {"asset_id": target["asset_id"], "public_id": target["public_id"], "resource_type": "image",
+                 "type": "upload", "added": rng.sample(["a", "b", "c", "d", "e", "f"], rng.randrange(0, 3)),
+                 "removed": rng.sample(["a", "b", "c", "d", "e", "f"], rng.randrange(0, 2))}],
+                "notification_context": stamp})
+        elif kind == "resource_context_changed":
+            out.append({"notification_type": "resource_context_changed", "resources": {target["public_id"]: {
+                "asset_id": target["asset_id"], "added": {rng.choice("xyz"): f"v{step}"},
+                "removed": rng.sample(["x", "y", "z"], rng.randrange(0, 2))}}, "notification_context": stamp})
+        elif kind == "resource_metadata_changed":
+            out.append({"notification_type": "resource_metadata_changed", "resources": {target["public_id"]: {
+                "asset_id": target["asset_id"], "new_metadata": {rng.choice(["season", "line"]): f"m{step}"}}},
+                "notification_context": stamp})
+        elif kind == "resource_display_name_changed":
+            out.append({"notification_type": "resource_display_name_changed", "resources": {target["public_id"]: {
+                "asset_id": target["asset_id"], "new_display_name": f"Name {step}"}}, "notification_context": stamp})
+        elif kind == "access_control_changed":
+            out.append({"notification_type": "access_control_changed", "resources": [{
+                "asset_id": target["asset_id"], "public_id": target["public_id"],
+                "new_access_control": [{"access_type": rng.choice(["anonymous", "token"])}]}],
+                "notification_context": stamp})
+        elif kind == "eager":
+            out.append({"notification_type": "eager", "asset_id": target["asset_id"],
+                        "public_id": target["public_id"], "batch_id": f"b{step}", "eager": [
+                            {"transformation": rng.choice(["w_400", "w_800"]), "width": 400,
+                             "secure_url": f"https://res.cloudinary.com/demo/image/upload/w_400/v{target['version']}/"
+                                           f"{target['public_id']}.jpg"}], "notification_context": stamp})
+        elif kind == "moderation":
+            out.append({"notification_type": "moderation", "asset_id": target["asset_id"],
+                        "public_id": target["public_id"], "moderation_kind": "manual",
+                        "moderation_status": rng.choice(["approved", "rejected", "pending"]),
+                        "notification_context": stamp})
+        elif kind == "create_folder":
+            path = f"shop/new_{step}"
+            folders.append(path)
+            out.append({"notification_type": "create_folder", "folder_path": path, "notification_context": stamp})
+        elif kind == "move_or_rename_asset_folder":
+            from_path = folders.pop(rng.randrange(len(folders)))
+            to_path = f"{from_path}_renamed_{step}"
+            folders.append(to_path)
+            for item in assets.values():
+                if item["folder"] == from_path:
+                    item["folder"] = to_path
+            out.append({"notification_type": "move_or_rename_asset_folder", "from_path": from_path,
+                        "to_path": to_path, "status": "success", "notification_context": stamp})
+        else:
+            out.append({"notification_type": "related_assets", "action_type": "add", "asset_id": target["asset_id"],
+                        "total_success": 1, "total_failed": 0, "notification_context": stamp})
+    return out
+
+
+def _reset(url: str) -> None:
+    db.close_all()
+    if url.startswith("sqlite:///"):
+        os.remove(db.parse_url(url)[1])
+    else:
+        _drop_postgres_tables(url)
+    db.forget_migrations()
+
+
+def test_1000_shuffled_notifications_with_duplicates_give_the_in_order_mirror(database):
+    notifications = realistic_notifications(1000)
+    for payload in notifications:
+        assert send(payload).status == 200
+    in_order = mirror(database)
+    _reset(database)
+
+    rng = random.Random(2024)
+    delivered = notifications + rng.sample(notifications, 150)  # Cloudinary's retries
+    rng.shuffle(delivered)
+    statuses = [send(copy.deepcopy(payload)).body["status"] for payload in delivered]
+
+    assert statuses.count("ignored") == 150 and statuses.count("done") == 1000
+    assert mirror(database) == in_order
+    assert len(in_order["assets"]) >= 25 and any(row["deleted"] for row in in_order["assets"].values())
+    assert len({row["asset_folder"] for row in in_order["assets"].values()}) > 2
+
+    assert cli(["replay"]) == 0  # and the log alone rebuilds the same mirror
+    assert mirror(database) == in_order
+
+
+# --- the merge rules, without a database ------------------------------------------------------------
+
+def test_merging_is_independent_of_order_and_repeats():
+    ref = AssetRef("a1", "p")
+    changes = [
+        (AssetChange(ref, fields={"public_id": "p", "deleted": False}, resets={"tags": {"x": True, "y": True}}),
+         "2024-01-01T00:00:01.000000Z#1"),
+        (AssetChange(ref, items={"tags": {"y": None, "z": True}}), "2024-01-01T00:00:02.000000Z#2"),
+        (AssetChange(ref, fields={"public_id": "q"}), "2024-01-01T00:00:03.000000Z#3"),
+        (AssetChange(ref, items={"tags": {"w": True}}), "2024-01-01T00:00:00.500000Z#0"),
+        (AssetChange(ref, fields={"deleted": True}), "2024-01-01T00:00:04.000000Z#4"),
+    ]
+    rng = random.Random(1)
+    results = []
+    for _ in range(50):
+        shuffled = changes + rng.sample(changes, 2)
+        rng.shuffle(shuffled)
+        state: dict[str, Any] = {}
+        for change, clock in shuffled:
+            state = merge(state, change, clock)
+        results.append(project(state))
+    assert all(result == results[0] for result in results)
+    assert results[0]["tags"] == ["x", "z"]  # w came before the upload's whole list; y was removed after
+    assert results[0]["public_id"] == "q" and results[0]["deleted"] is True
+
+
+def _changes_strategy():
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from(["a", "b", "c", "d"])
+    change = st.one_of(
+        st.builds(lambda v: AssetChange(AssetRef("x"), fields={"public_id": v}), st.sampled_from(["p", "q", "r"])),
+        st.builds(lambda v: AssetChange(AssetRef("x"), fields={"deleted": v}), st.booleans()),
+        st.builds(lambda tags: AssetChange(AssetRef("x"), resets={"tags": dict.fromkeys(tags, True)}),
+                  st.lists(keys, max_size=3)),
+        st.builds(lambda k, v: AssetChange(AssetRef("x"), items={"tags": {k: v}}), keys, st.sampled_from([True, None])),
+        st.builds(lambda k, v: AssetChange(AssetRef("x"), items={"context": {k: v}}), keys,
+                  st.sampled_from(["1", "2", None])),
+    )
+    return st.lists(change, min_size=1, max_size=12)
+
+
+def test_merge_gives_the_same_row_for_any_arrival_order_with_repeats():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(_changes_strategy(), st.randoms(use_true_random=False))
+    def check(changes, rng):
+        stated = [(change, f"2024-01-01T00:00:{second:02d}.000000Z#{second:02d}")
+                  for second, change in enumerate(changes)]
+        in_order: dict[str, Any] = {}
+        for change, clock in stated:
+            in_order = merge(in_order, change, clock)
+        delivered = stated + [rng.choice(stated) for _ in range(3)]
+        rng.shuffle(delivered)
+        shuffled: dict[str, Any] = {}
+        for change, clock in delivered:
+            shuffled = merge(shuffled, change, clock)
+        assert project(shuffled) == project(in_order)
+
+    check()
+
+
+def test_the_benchmark_runs_through_the_local_server(database, monkeypatch):
+    from functions.asset_sync.bench import run
+
+    monkeypatch.setenv("DATABASE_URL", database)  # run() sets both for its server; restored afterwards
+    monkeypatch.setenv("CLOUDINARY_NOTIFICATION_SECRETS", "restored-after-the-test")
+
+    result = run(database, 31)
+
+    assert result["notifications"] == 30 and result["non_200"] == 0 and result["per_second"] > 0
+    assert len(events(database)) == 31 and len(db.store(database).assets()) == 7
+
+
+def test_postgres_script_starts_a_throwaway_server_reuses_it_and_cleans_up(tmp_path):
+    import subprocess
+
+    probe = ("import os, psycopg; "
+             "print(psycopg.connect(os.environ['TEST_DATABASE_URL']).execute('select 41 + 1').fetchone()[0])")
+    script = f"""
+        set -euo pipefail
+        trap 'echo earlier-exit-trap-ran' EXIT
+        unset TEST_DATABASE_URL _PGTEST_DIR
+        source scripts/postgres.sh
+        first="$TEST_DATABASE_URL"
+        source scripts/postgres.sh
+        [ "$first" = "$TEST_DATABASE_URL" ] && echo same-url
+        echo "$_PGTEST_DIR" > {tmp_path}/dir
+        .venv/bin/python -c "{probe}"
+    """
+    completed = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                               check=False, stdin=subprocess.DEVNULL)
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith("postgres.sh: throwaway PostgreSQL") and "127.0.0.1:" in lines[0]
+    assert "postgres.sh: reusing" in lines[1]
+    assert lines[2:] == ["same-url", "42", "earlier-exit-trap-ran"]
+    assert not os.path.exists((tmp_path / "dir").read_text().strip())  # stopped and removed on exit

@@ -1,0 +1,461 @@
+"""``python -m shared``: help, the local server (a real threaded server on a free port), send, check, new.
+
+The demo signing secret is kept in tmp_path (``shared.cli.DEMO_SECRET_FILE``) so no test writes into the
+repository; ``new`` runs in a copy of the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from wsgiref.simple_server import make_server
+
+import pytest
+
+from shared import cli, config, verify
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SECRET_LOOKING = "sk_live_9f8e7d6c5b4a3210-DO-NOT-PRINT"
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    base_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+                "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "shared", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**base_env, **(env or {})}, timeout=timeout, check=False)
+
+
+def subcommands() -> list[str]:
+    parser = cli.build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return sorted(action.choices)
+    raise AssertionError("no subcommands")
+
+
+# --- help ----------------------------------------------------------------------------------------------
+
+def test_help_explains_the_commands():
+    completed = run_cli("--help")
+
+    assert completed.returncode == 0, completed.stderr
+    for command in ("serve", "send", "new", "check"):
+        assert command in completed.stdout
+    assert "demo mode" in completed.stdout
+
+
+def test_the_four_documented_commands_exist():
+    assert {"serve", "send", "new", "check"} <= set(subcommands())
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_each_subcommand_has_help(command):
+    completed = run_cli(command, "--help")
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith(f"usage: python -m shared {command}")
+    expected = {"serve": ["--host", "--port"], "send": ["--url", "--algorithm", "name"],
+                "new": ["--from", "name"], "check": ["Never prints values"]}.get(command, [])
+    for word in expected:
+        assert word in completed.stdout
+
+
+def test_no_command_is_a_usage_error():
+    completed = run_cli()
+    assert completed.returncode == 2 and "usage:" in completed.stderr
+
+
+# --- demo mode -----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def demo_secret_file(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "local" / "demo-signing-secret"
+    monkeypatch.setattr(cli, "DEMO_SECRET_FILE", path)
+    return path
+
+
+@pytest.fixture
+def demo_mode(demo_secret_file) -> Iterator[str]:
+    """What `serve` does on a fresh clone: a generated local secret and dry runs where credentials lack."""
+    names = ("CLOUDINARY_NOTIFICATION_SECRETS", config.DEMO_MODE_VAR)
+    assert all(name not in os.environ for name in names)
+    try:
+        assert cli.enter_demo_mode_if_unconfigured() is True
+        yield demo_secret_file.read_text().strip()
+    finally:
+        for name in names:  # enter_demo_mode sets os.environ directly; do not leak into other tests
+            os.environ.pop(name, None)
+
+
+def test_demo_mode_generates_a_private_secret_once(demo_mode, demo_secret_file):
+    assert len(demo_mode) >= 24
+    assert os.environ["CLOUDINARY_NOTIFICATION_SECRETS"] == demo_mode
+    assert os.environ[config.DEMO_MODE_VAR] == "1"
+    assert stat.S_IMODE(demo_secret_file.stat().st_mode) == 0o600
+    assert cli.demo_secret(create=True) == demo_mode  # reused, not regenerated
+    assert cli.signing_secret_for_send() == demo_mode
+
+
+def test_demo_mode_stays_off_when_a_secret_is_configured(demo_secret_file, signing_secret):
+    assert cli.enter_demo_mode_if_unconfigured() is False
+    assert config.DEMO_MODE_VAR not in os.environ
+    assert not demo_secret_file.exists()
+    assert cli.signing_secret_for_send() == signing_secret
+
+
+def test_demo_secret_is_not_created_when_not_asked(demo_secret_file):
+    assert cli.demo_secret(create=False) is None
+    assert not demo_secret_file.exists()
+
+
+# --- the local server ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def server(demo_mode) -> Iterator[tuple[str, int, list[str]]]:
+    """The Router on a real threaded WSGI server on a free port, in a background thread."""
+    lines: list[str] = []
+    httpd = make_server("127.0.0.1", 0, cli.Router(cli.function_names(), out=lines.append),
+                        server_class=cli._ThreadingWSGIServer, handler_class=cli._QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}", httpd.server_port, lines
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def fetch(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict, dict]:
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def send_args(name: str, port: int, sample: str | None = None, url: str | None = None,
+              algorithm: str = "sha1") -> argparse.Namespace:
+    return argparse.Namespace(name=name, sample=sample, url=url, port=port, algorithm=algorithm)
+
+
+def printed_answer(output: str) -> tuple[str, dict]:
+    """The status line and JSON body `send` prints."""
+    status_line = next(line for line in output.splitlines() if line.startswith("-> "))
+    return status_line, json.loads(output[output.index("{"):])
+
+
+def test_send_eager_email_answers_dry_run_with_recipient_count_and_subject(server, capsys):
+    _, port, lines = server
+
+    assert cli.cmd_send(send_args("eager_email", port)) == 0
+
+    output = capsys.readouterr().out
+    status_line, body = printed_answer(output)
+    assert status_line == "-> 200"
+    assert f"POST http://127.0.0.1:{port}/api/eager_email  (eager.json" in output
+    assert body["status"] == "dry_run"
+    [action] = body["actions"]
+    assert action["action"] == "send_email"
+    assert action["recipients"] == 2  # the demo's two recipients
+    assert action["subject"] == "Cloudinary: 1 derived version of webhooks/vase ready"
+    assert len(lines) == 1 and "POST /api/eager_email  200 dry_run" in lines[0]
+
+
+def test_send_hello_tag_answers_dry_run_with_the_tag(server, capsys):
+    _, port, _ = server
+
+    assert cli.cmd_send(send_args("hello_tag", port)) == 0
+
+    status_line, body = printed_answer(capsys.readouterr().out)
+    assert status_line == "-> 200"
+    assert body == {"status": "dry_run", "tag": "Hello World!", "actions": [
+        {"action": "add_tag", "public_id": "samples/hello/xsahlpu1dte4xjwvcf5k", "tag": "Hello World!"}]}
+
+
+def test_send_to_the_netlify_route_with_sha256_and_a_named_sample(server, capsys):
+    base, port, _ = server
+    url = f"{base}/.netlify/functions/hello_tag"
+
+    assert cli.cmd_send(send_args("hello_tag", port, sample="already_tagged", url=url, algorithm="sha256")) == 0
+
+    output = capsys.readouterr().out
+    assert "already_tagged.json" in output and "signed sha256" in output
+    assert printed_answer(output)[1]["status"] == "ignored"
+
+
+def test_post_signed_signs_exactly_what_it_sends(server, demo_mode):
+    base, _, _ = server
+    body = (ROOT / "functions" / "hello_tag" / "samples" / "upload.json").read_bytes()
+
+    status, answer = cli.post_signed(f"{base}/api/hello_tag", body, demo_mode)
+    assert status == 200 and json.loads(answer)["status"] == "dry_run"
+
+    status, answer = cli.post_signed(f"{base}/api/hello_tag", body, "some-other-secret")
+    assert status == 401 and json.loads(answer)["error"] == "signature_mismatch"
+
+
+def test_a_non_200_answer_makes_send_exit_1(server, capsys, monkeypatch):
+    _, port, _ = server
+    monkeypatch.setattr(cli, "signing_secret_for_send", lambda: "wrong-secret")
+    assert cli.cmd_send(send_args("hello_tag", port)) == 1
+    assert printed_answer(capsys.readouterr().out)[0] == "-> 401"
+
+
+def test_concurrent_requests_are_all_served(server, demo_mode):
+    base, _, lines = server
+    body = (ROOT / "functions" / "hello_tag" / "samples" / "upload.json").read_bytes()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda _: cli.post_signed(f"{base}/api/hello_tag", body, demo_mode), range(16)))
+    assert [status for status, _ in results] == [200] * 16
+    assert len(lines) == 16
+
+
+@pytest.mark.parametrize("route", ["/api/hello_tag", "/.netlify/functions/hello_tag",
+                                   "/api/eager_email", "/.netlify/functions/eager_email"])
+def test_get_is_405_with_allow_post(server, route):
+    base, _, lines = server
+
+    status, headers, body = fetch(base + route)
+
+    assert status == 405
+    assert headers["Allow"] == "POST"
+    assert body["error"] == "method_not_allowed"
+    assert lines == [lines[0]] and f"GET {route}  405 method_not_allowed" in lines[0]
+
+
+@pytest.mark.parametrize(("method", "route"), [("POST", "/api/no_such_function"),
+                                               ("GET", "/.netlify/functions/no_such_function"),
+                                               ("POST", "/somewhere/else"), ("GET", "/api/"),
+                                               ("POST", "/api/hello_tag/../eager_email")])
+def test_unknown_function_is_404(server, method, route):
+    base, _, _ = server
+    status, _, body = fetch(base + route, method=method, body=b"{}" if method == "POST" else None)
+    assert status == 404 and body["error"] == "not_found"
+
+
+def test_root_lists_the_functions_and_their_urls(server):
+    base, _, _ = server
+    status, _, body = fetch(base + "/")
+    assert status == 200
+    assert body["functions"]["hello_tag"] == ["/.netlify/functions/hello_tag", "/api/hello_tag"]
+    assert set(body["functions"]) == set(cli.function_names())
+
+
+def test_send_without_a_server_says_how_to_start_one(demo_secret_file, capsys):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert cli.cmd_send(send_args("hello_tag", port)) == 2
+    assert "python -m shared serve" in capsys.readouterr().err
+
+
+def test_send_an_unknown_sample_lists_the_samples(demo_secret_file):
+    with pytest.raises(SystemExit, match=r"Samples: .*upload"):
+        cli.cmd_send(send_args("hello_tag", 1, sample="nope"))
+    with pytest.raises(SystemExit, match="No function named"):
+        cli.load_webhook("no_such_function")
+
+
+def test_sample_path_prefers_a_sample_named_after_an_accepted_type():
+    assert cli.sample_path("eager_email", None).name == "eager.json"
+    assert cli.sample_path("hello_tag", None).name == "upload.json"
+    assert cli.sample_path("hello_tag", "tags_changed").name == "tags_changed.json"
+
+
+# --- check ---------------------------------------------------------------------------------------------
+
+def required_and_optional() -> tuple[set[str], set[str]]:
+    required, optional = set(), set()
+    for name in cli.function_names():
+        webhook = cli.load_webhook(name)
+        required.update(webhook.requires)
+        optional.update(webhook.optional)
+    return required, optional
+
+
+def test_check_with_nothing_set_exits_1_and_lists_what_is_missing(capsys):
+    assert cli.main(["check"]) == 1
+    output = capsys.readouterr().out
+    assert "signing secret: MISSING" in output
+    assert "SENDGRID_API_KEY" in output and "MISSING" in output
+    for name in cli.function_names():
+        assert f"\n{name}  (accepts:" in output
+
+
+def test_check_never_prints_values_and_exits_0_when_everything_is_set(capsys, monkeypatch):
+    required, optional = required_and_optional()
+    values = {}
+    for index, var in enumerate(sorted(required | optional)):
+        values[var] = f"{SECRET_LOOKING}-{index}"
+        monkeypatch.setenv(var, values[var])
+    monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://614335564976464:{SECRET_LOOKING}@demo-cloud")
+    monkeypatch.setenv("CLOUDINARY_NOTIFICATION_SECRETS", f"{SECRET_LOOKING}-old")
+
+    assert cli.main(["check"]) == 0
+
+    output = capsys.readouterr().out
+    assert SECRET_LOOKING not in output and "614335564976464" not in output and "demo-cloud" not in output
+    assert "signing secret: set (2 configured" in output
+    assert "MISSING" not in output
+    for var in required:
+        assert var in output
+
+
+def test_check_exits_1_when_one_required_variable_is_missing(capsys, monkeypatch):
+    required, _ = required_and_optional()
+    for var in required:
+        monkeypatch.setenv(var, SECRET_LOOKING)
+    monkeypatch.setenv("CLOUDINARY_NOTIFICATION_SECRETS", SECRET_LOOKING)
+    monkeypatch.delenv("TO_RECIPIENTS")
+
+    assert cli.main(["check"]) == 1
+
+    output = capsys.readouterr().out
+    assert SECRET_LOOKING not in output
+    [line] = [line for line in output.splitlines() if "TO_RECIPIENTS" in line]
+    assert "MISSING" in line and "required" in line
+
+
+def test_check_with_a_malformed_cloudinary_url_says_so_without_printing_it(capsys, monkeypatch):
+    monkeypatch.setenv("CLOUDINARY_URL", f"https://key:{SECRET_LOOKING}@cloud")
+
+    assert cli.main(["check"]) == 1
+
+    output = capsys.readouterr().out
+    assert "CLOUDINARY_URL is malformed" in output and SECRET_LOOKING not in output
+
+
+def test_check_in_a_fresh_interpreter_exits_1_without_printing_a_value():
+    completed = run_cli("check", env={"SENDGRID_API_KEY": SECRET_LOOKING})
+    assert completed.returncode == 1, completed.stderr
+    assert SECRET_LOOKING not in completed.stdout + completed.stderr
+    assert "SENDGRID_API_KEY" in completed.stdout
+
+
+# --- new -----------------------------------------------------------------------------------------------
+
+def copy_of_the_repository(target: Path) -> Path:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for folder in ("functions", "shared", "tests", "deploy", "api"):
+        if (ROOT / folder).is_dir():
+            shutil.copytree(ROOT / folder, target / folder, ignore=ignore)
+    for file in ("pyproject.toml", "requirements.txt", "netlify.toml", "vercel.json", "template.yaml"):
+        if (ROOT / file).is_file():
+            shutil.copy2(ROOT / file, target / file)
+    return target
+
+
+def test_new_creates_a_function_whose_generated_test_passes(tmp_path):
+    repo = copy_of_the_repository(tmp_path / "repo")
+
+    completed = run_cli("new", "my_func", cwd=repo)
+
+    assert completed.returncode == 0, completed.stderr
+    assert "Created my_func from hello_tag" in completed.stdout
+    handler = repo / "functions" / "my_func" / "handler.py"
+    test_file = repo / "tests" / "functions" / "test_my_func.py"
+    assert handler.is_file() and test_file.is_file()
+    assert (repo / "functions" / "my_func" / "samples" / "upload.json").is_file()
+    assert (repo / "functions" / "my_func" / "README.md").is_file() == (ROOT / "functions" / "hello_tag" /
+                                                                         "README.md").is_file()
+    assert "hello_tag" not in handler.read_text() and "hello_tag" not in test_file.read_text()
+    assert "from functions.my_func.handler import handle" in test_file.read_text()
+    assert not (ROOT / "functions" / "my_func").exists()  # the real repository is untouched
+
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/functions/test_my_func.py"], capture_output=True, text=True, cwd=repo,
+                           env={"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1",
+                                "HOME": os.environ.get("HOME", "/tmp")}, timeout=300, check=False)
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert " passed" in tests.stdout and "failed" not in tests.stdout and "skipped" not in tests.stdout
+
+
+@pytest.mark.parametrize(("name", "message"), [("MyFunc", "snake_case"), ("1func", "snake_case"),
+                                               ("my-func", "snake_case"), ("hello_tag", "already exists")])
+def test_new_refuses_bad_or_taken_names_and_changes_nothing(tmp_path, name, message):
+    repo = copy_of_the_repository(tmp_path / "repo")
+    before = sorted(path.name for path in (repo / "functions").iterdir())
+
+    completed = run_cli("new", name, cwd=repo)
+
+    assert completed.returncode == 1 and message in completed.stderr
+    assert sorted(path.name for path in (repo / "functions").iterdir()) == before
+
+
+def test_new_from_an_unknown_template(tmp_path):
+    repo = copy_of_the_repository(tmp_path / "repo")
+    completed = run_cli("new", "my_func", "--from", "nope", cwd=repo)
+    assert completed.returncode == 1 and "No template 'nope'" in completed.stderr
+    assert not (repo / "functions" / "my_func").exists()
+
+
+# --- the signature `send` makes is Cloudinary's -----------------------------------------------------------
+
+def test_send_signs_the_file_bytes_as_cloudinary_does(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_post(url, body, secret, algorithm="sha1", timeout=25.0):
+        seen.update(url=url, body=body, secret=secret, algorithm=algorithm)
+        return 200, b'{"status": "done"}'
+
+    monkeypatch.setattr(cli, "post_signed", fake_post)
+    monkeypatch.setenv("CLOUDINARY_URL", "cloudinary://k:url-secret@c")
+    sample = tmp_path / "custom.json"
+    sample.write_bytes(b'{"notification_type": "upload",\n "public_id": "x"}')
+
+    assert cli.cmd_send(send_args("hello_tag", 9999, sample=str(sample), url="https://example.test/hook")) == 0
+    assert seen == {"url": "https://example.test/hook", "body": sample.read_bytes(), "secret": "url-secret",
+                    "algorithm": "sha1"}
+    headers = verify.signed_headers(seen["body"], "url-secret", timestamp=1)
+    verify.verify(seen["body"], "1", headers["X-Cld-Signature"], ["url-secret"], now=1)
+
+
+# --- serve + send, as a newcomer runs them, on a copy with no credentials --------------------------------
+
+def test_serve_and_send_on_a_fresh_copy_with_no_credentials(tmp_path):
+    import queue
+
+    repo = copy_of_the_repository(tmp_path / "repo")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "shared", "serve", "--port", "0"], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
+    try:
+        banner = []
+        while not banner or not banner[-1].startswith("Try:"):
+            banner.append(lines.get(timeout=30).strip())
+        text = "\n".join(banner)
+        assert "DEMO MODE" in text, text
+        port = text.split("Serving ", 1)[1].split("http://127.0.0.1:", 1)[1].split()[0]
+        assert "hello_tag" in text and "(dry run: CLOUDINARY_URL not set)" in text
+
+        completed = run_cli("send", "hello_tag", "--port", port, cwd=repo)
+
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        status_line, body = printed_answer(completed.stdout)
+        assert status_line == "-> 200" and body["status"] == "dry_run" and body["tag"] == "Hello World!"
+        request_line = ""
+        while not request_line.strip():  # the banner ends with a blank line
+            request_line = lines.get(timeout=10)
+        assert "POST /api/hello_tag  200 dry_run" in request_line
+        assert (repo / ".local" / "demo-signing-secret").is_file()  # in the copy, not the repository
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
