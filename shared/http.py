@@ -9,14 +9,14 @@ Adapters:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from shared.errors import BadRequest, PayloadTooLarge
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -54,17 +54,26 @@ class Headers(Mapping[str, str]):
         return f"Headers({sorted(self._values)})"
 
 
-@dataclass
 class Request:
-    """An HTTP request as every function sees it, whatever platform delivered it."""
+    """An HTTP request as every function sees it, whatever platform delivered it.
 
-    method: str
-    path: str
-    headers: Headers
-    body: bytes
-    query: dict[str, str] = field(default_factory=dict)
-    host: str | None = None
-    scheme: str = "https"
+    (Plain classes rather than dataclasses here and in ``Response``: importing ``dataclasses`` costs more
+    cold-start time than the rest of this module.)"""
+
+    __slots__ = ("body", "headers", "host", "method", "path", "query", "scheme")
+
+    def __init__(self, method: str, path: str, headers: Headers, body: bytes, query: dict[str, str] | None = None,
+                 host: str | None = None, scheme: str = "https") -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.query = query if query is not None else {}
+        self.host = host
+        self.scheme = scheme
+
+    def __repr__(self) -> str:  # no body, no header values: nothing secret in a traceback
+        return f"Request({self.method} {self.path}, {len(self.body)} bytes, host={self.host!r})"
 
     @property
     def url(self) -> str | None:
@@ -74,11 +83,16 @@ class Request:
         return f"{self.scheme}://{self.host}{self.path}"
 
 
-@dataclass
 class Response:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers if headers is not None else {}
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.body!r})"
 
     def encoded_body(self) -> bytes:
         # default=str: a detail such as a datetime must not turn finished work into a crash (and a retry)
@@ -128,9 +142,11 @@ def request_from_lambda_event(event: Mapping[str, Any]) -> Request:
     elif event.get("isBase64Encoded"):
         if not isinstance(raw_body, str):
             raise BadRequest("The event body is not base64 text.", code="bad_event")
+        import binascii  # only base64 events pay for it (Function URLs send JSON bodies as plain text)
+
         try:
-            body = base64.b64decode(raw_body, validate=True)
-        except (binascii.Error, ValueError):
+            body = binascii.a2b_base64(raw_body.encode("ascii"), strict_mode=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError):
             raise BadRequest("The event body is marked base64 but does not decode.", code="bad_event") from None
     elif isinstance(raw_body, str):
         try:
@@ -201,7 +217,6 @@ def request_from_wsgi(environ: Mapping[str, Any], max_body_bytes: int = DEFAULT_
     )
 
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def wsgi_reply(response: Response, start_response: Callable[..., Any]) -> list[bytes]:

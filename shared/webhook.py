@@ -19,8 +19,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from shared import config, verify
 from shared.errors import (
@@ -43,13 +41,17 @@ from shared.http import (
     wsgi_reply,
 )
 
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
+
 log = logging.getLogger("cloudinary_webhooks")
 if log.level == logging.NOTSET:
     # AWS Lambda's root logger stops at WARNING; the one line per request is INFO and must get through.
     log.setLevel(logging.INFO)
 
 
-class Notification(Mapping[str, Any]):
+class Notification(Mapping):  # Mapping[str, Any]; unsubscripted at run time (no typing import)
     """A parsed notification: the payload as a read-only mapping, plus the fields every function reads."""
 
     def __init__(self, payload: dict[str, Any]) -> None:
@@ -93,11 +95,18 @@ class Notification(Mapping[str, Any]):
         return self._payload
 
 
-@dataclass
 class Result:
-    status: str  # "done" or "ignored"
-    reason: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    """What a function returns: ``ctx.done(...)`` or ``ctx.ignored(reason)``."""
+
+    __slots__ = ("details", "reason", "status")
+
+    def __init__(self, status: str, reason: str | None = None, details: dict[str, Any] | None = None) -> None:
+        self.status = status  # "done" or "ignored"
+        self.reason = reason
+        self.details = details if details is not None else {}
+
+    def __repr__(self) -> str:
+        return f"Result({self.status!r}, reason={self.reason!r}, details={self.details!r})"
 
 
 class Context:
