@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument("--requests", type=int, default=1000, help="burst size (default %(default)s)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default %(default)s)")
+    parser.add_argument("--no-bundles", action="store_true", help="skip the bundle sizes (they need PyPI)")
     args = parser.parse_args(argv)
 
     runs = 3 if args.quick else 10
@@ -68,14 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(burst.report(result))
     print(sections[-1], flush=True)
 
-    try:
-        from bench import api_calls
+    from bench import api_calls, bundles, suites
 
-        print("== API calls per notification ==", flush=True)
-        sections.append(api_calls.report(api_calls.measure()))
+    print("== API calls per notification ==", flush=True)
+    sections.append(api_calls.report(api_calls.measure()))
+    print(sections[-1], flush=True)
+
+    if not args.no_bundles:
+        print("== Lambda bundles (downloads Linux wheels for python3.12) ==", flush=True)
+        sections.append(bundles.report(bundles.measure()))
         print(sections[-1], flush=True)
-    except ImportError:
-        pass
+
+    print("== robustness suites ==", flush=True)
+    sections.append(suites.report(suites.measure()))
+    print(sections[-1], flush=True)
 
     if not args.no_write:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
