@@ -8,7 +8,7 @@ test:  ## lint and run the whole test suite (starts a throwaway PostgreSQL for a
 	@bash scripts/test.sh
 
 bench:  ## regenerate BENCHMARKS.md
-	@bash -c 'source scripts/venv.sh && .venv/bin/python -m bench'
+	@bash scripts/bench.sh
 
 lint:
 	@bash -c 'source scripts/venv.sh && .venv/bin/ruff check .'

@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(burst.report(result))
     print(sections[-1], flush=True)
 
-    from bench import api_calls, bundles, suites
+    from bench import api_calls, asset_sync_rate, bundles, suites
+
+    print("== asset_sync on SQLite and PostgreSQL ==", flush=True)
+    sections.append(asset_sync_rate.report(asset_sync_rate.measure(500 if args.quick else 2000)))
+    print(sections[-1], flush=True)
 
     print("== API calls per notification ==", flush=True)
     sections.append(api_calls.report(api_calls.measure()))
