@@ -82,7 +82,8 @@ def on_upload(payload: Mapping[str, Any]) -> Plan:
         change.resets["tags"] = {str(tag): True for tag in payload["tags"]}
     if isinstance(payload.get("context"), Mapping):
         custom = payload["context"].get("custom", payload["context"])
-        change.resets["context"] = {str(key): value for key, value in dict(custom).items()}
+        if isinstance(custom, Mapping):
+            change.resets["context"] = {str(key): value for key, value in custom.items()}
     if isinstance(payload.get("metadata"), Mapping):
         change.resets["metadata"] = dict(payload["metadata"])
     if "access_control" in payload:
@@ -138,8 +139,8 @@ def on_move(payload: Mapping[str, Any]) -> Plan:
 def on_tags_changed(payload: Mapping[str, Any]) -> Plan:
     changes = []
     for resource in _resources_list(payload):
-        entries = {str(tag): True for tag in resource.get("added") or []}
-        entries.update({str(tag): None for tag in resource.get("removed") or []})
+        entries = {str(tag): True for tag in _list(resource.get("added"))}
+        entries.update({str(tag): None for tag in _list(resource.get("removed"))})
         changes.append(_identified(resource, items={"tags": entries}))
     return Plan(changes)
 
@@ -151,7 +152,7 @@ def on_context_changed(payload: Mapping[str, Any]) -> Plan:
         for part in ("added", "updated"):
             if isinstance(resource.get(part), Mapping):
                 entries.update({str(key): value for key, value in resource[part].items()})
-        entries.update({str(key): None for key in resource.get("removed") or []})
+        entries.update({str(key): None for key in _list(resource.get("removed"))})
         changes.append(_identified(resource, public_id, items={"context": entries}))
     return Plan(changes)
 
@@ -211,7 +212,7 @@ def on_explode(payload: Mapping[str, Any]) -> Plan:
     if not payload.get("asset_id") and not payload.get("public_id"):
         return Plan()
     pages = {}
-    for info in payload.get("image_infos") or []:
+    for info in _list(payload.get("image_infos")):
         if isinstance(info, Mapping) and (info.get("secure_url") or info.get("url")):
             url = info.get("secure_url") or info.get("url")
             pages[str(url)] = {"transformation": "explode", "secure_url": url, "bytes": info.get("bytes")}
@@ -391,3 +392,8 @@ def _first_asset_id(payload: Mapping[str, Any], plan: Plan) -> str | None:
         if isinstance(asset, Mapping) and isinstance(asset.get("asset_id"), str):
             return asset["asset_id"]
     return None
+
+
+def _list(value: object) -> list:
+    """A payload field that should be a list; anything else (a wrong type from a bad sender) counts as empty."""
+    return value if isinstance(value, list) else []

@@ -145,7 +145,7 @@ class Asset:
             delivery_type=str(fields.get("type") or "upload"),
             version=version if isinstance(version, int) and not isinstance(version, bool) else None,
             folder=folder.strip("/"),
-            tags=tuple(tag for tag in fields.get("tags") or () if isinstance(tag, str)),
+            tags=tuple(tag for tag in _list(fields.get("tags")) if isinstance(tag, str)),
         )
 
     def picture(self, deadline: Deadline) -> images.Picture:
@@ -271,7 +271,7 @@ def train_newly_labelled(notification: Notification, ctx: Context, options: Opti
     resources = notification.require("resources", list)
     labelled = [resource for resource in resources if isinstance(resource, Mapping)
                 and (resource.get("resource_type") or "image") == "image"
-                and options.labels(resource.get("added") or ())]
+                and options.labels(_list(resource.get("added")))]
     if not labelled:
         return ctx.ignored(f"no {options.label_prefix} tag was added to an image")
     # One entry per asset: a resource listed twice must not be indexed twice.
@@ -456,3 +456,8 @@ def look_up_assets(asset_ids: list[str]) -> list[Asset]:
         found.extend(Asset.from_fields(resource, need_asset_id=True) for resource in answer.get("resources") or []
                      if isinstance(resource, Mapping))
     return found
+
+
+def _list(value: object) -> list:
+    """A payload field that should be a list; anything else (a wrong type from a bad sender) counts as empty."""
+    return value if isinstance(value, list) else []

@@ -22,7 +22,8 @@ def handle(notification: Notification, ctx: Context) -> Result:
     tag = ctx.settings.get("HELLO_TAG") or DEFAULT_TAG
 
     # Cloudinary retries and users resend: an asset that already carries the tag needs no call.
-    if tag in (notification.get("tags") or []):
+    tags = notification.get("tags")
+    if isinstance(tags, list) and tag in tags:
         return ctx.ignored("already tagged", tag=tag)
 
     tagged = ctx.act("add_tag", lambda: add_tag(tag, public_id, resource_type, delivery_type),
