@@ -80,3 +80,17 @@ def wait_until_answered(httpserver, expected: int = 1, seconds: float = 5.0) -> 
     deadline = time.monotonic() + seconds
     while len(httpserver.log) < expected and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def answers_too_late(release, body: str = "{}", status: int = 200, content_type: str = "application/json"):
+    """A pytest-httpserver handler that answers only once ``release`` is set (at most 2 s later): the
+    client under test gives up first, as on a Cloudinary or SendGrid timeout. Set ``release`` in a
+    ``finally`` and then ``wait_until_answered``."""
+
+    def handler(request):
+        from werkzeug import Response
+
+        release.wait(2)
+        return Response(body, status=status, content_type=content_type)
+
+    return handler

@@ -13,7 +13,16 @@ import threading
 import pytest
 
 from functions.bg_removal_approval.handler import handle
-from tests.helpers import API_KEY, CLOUD_NAME, SECRET, form_fields, function_url_event, sample, signed_request
+from tests.helpers import (
+    API_KEY,
+    CLOUD_NAME,
+    SECRET,
+    answers_too_late,
+    form_fields,
+    function_url_event,
+    sample,
+    signed_request,
+)
 
 FUNCTION = "bg_removal_approval"
 SHOES = "products/yellow-shoes"  # info_complete.json and moderation_approved.json
@@ -634,11 +643,7 @@ def test_cloudinary_timeout_is_503_after_one_attempt(cloudinary_server, monkeypa
 
     release = threading.Event()
 
-    def too_slow(request):
-        release.wait(2)
-        from werkzeug import Response
-
-        return Response("{}", content_type="application/json")
+    too_slow = answers_too_late(release)
 
     monkeypatch.setenv("CLOUDINARY_TIMEOUT_SECONDS", "0.2")
     cloudinary_server.expect_oneshot_request(SHOES_DETAILS, method="GET").respond_with_handler(too_slow)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from functions.eager_email.handler import handle, human_size
-from tests.helpers import sample, signed_request, wait_until_answered
+from tests.helpers import answers_too_late, sample, signed_request, wait_until_answered
 
 MAIL_PATH = "/v3/mail/send"
 
@@ -132,13 +132,10 @@ def test_sendgrid_failures_map_to_the_promised_status(configured, caplog, status
 def test_sendgrid_timeout_is_503(configured, monkeypatch):
     import threading
 
-    from werkzeug import Response
 
     release = threading.Event()
 
-    def too_slow(request):
-        release.wait(2)
-        return Response("", status=202)
+    too_slow = answers_too_late(release, body="", status=202)
 
     monkeypatch.setenv("SENDGRID_TIMEOUT_SECONDS", "0.2")
     configured.expect_oneshot_request(MAIL_PATH, method="POST").respond_with_handler(too_slow)

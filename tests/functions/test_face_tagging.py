@@ -29,7 +29,17 @@ from werkzeug import Response
 from functions.face_tagging import handler as face_handler
 from functions.face_tagging import names, rekognition
 from functions.face_tagging.handler import handle
-from tests.helpers import API_KEY, CLOUD_NAME, ROOT, SECRET, form_fields, function_url_event, sample, signed_request
+from tests.helpers import (
+    API_KEY,
+    CLOUD_NAME,
+    ROOT,
+    SECRET,
+    answers_too_late,
+    form_fields,
+    function_url_event,
+    sample,
+    signed_request,
+)
 
 COLLECTION = "staff-faces"
 TAGS_PATH = f"/v1_1/{CLOUD_NAME}/image/tags"
@@ -478,9 +488,7 @@ def test_cloudinary_tag_timeout_is_503(configured, monkeypatch):
     server, rek, cdn = configured
     release = threading.Event()
 
-    def too_slow(request):
-        release.wait(2)
-        return Response("{}", content_type="application/json")
+    too_slow = answers_too_late(release)
 
     monkeypatch.setenv("CLOUDINARY_TIMEOUT_SECONDS", "0.2")
     serve_photo(cdn, photo([RED]))

@@ -11,6 +11,7 @@ from tests.helpers import (
     API_KEY,
     CLOUD_NAME,
     SECRET,
+    answers_too_late,
     form_fields,
     function_url_event,
     sample,
@@ -119,11 +120,7 @@ def test_cloudinary_timeout_is_503(cloudinary_server, monkeypatch):
 
     release = threading.Event()
 
-    def too_slow(request):
-        release.wait(2)
-        from werkzeug import Response
-
-        return Response("{}", content_type="application/json")
+    too_slow = answers_too_late(release)
 
     monkeypatch.setenv("CLOUDINARY_TIMEOUT_SECONDS", "0.2")
     cloudinary_server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_handler(too_slow)

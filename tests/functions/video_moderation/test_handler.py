@@ -12,7 +12,6 @@ import threading
 from typing import Any
 
 import pytest
-from werkzeug import Response
 
 from functions.video_moderation.handler import handle
 from tests.functions.video_moderation.fake_cloudinary import (
@@ -25,7 +24,17 @@ from tests.functions.video_moderation.fake_cloudinary import (
     wire,
     writes,
 )
-from tests.helpers import API_KEY, CLOUD_NAME, ROOT, SECRET, form_fields, function_url_event, sample, signed_request
+from tests.helpers import (
+    API_KEY,
+    CLOUD_NAME,
+    ROOT,
+    SECRET,
+    answers_too_late,
+    form_fields,
+    function_url_event,
+    sample,
+    signed_request,
+)
 
 APPROVED = "ugc/tok627Lzicdh7ddzcect"  # moderation_approved.json
 REJECTED = "ugc/bz1ql0kqzjhfmwd4vqkr"  # moderation_rejected.json
@@ -554,9 +563,7 @@ def test_publish_timing_out_is_503(cloudinary, cloudinary_server, monkeypatch):
     add(cloudinary, APPROVED, "approved")
     release = threading.Event()
 
-    def too_slow(request):
-        release.wait(2)
-        return Response("{}", content_type="application/json")
+    too_slow = answers_too_late(release)
 
     monkeypatch.setenv("CLOUDINARY_TIMEOUT_SECONDS", "0.2")
     cloudinary_server.expect_oneshot_request(details_path(APPROVED), method="POST").respond_with_handler(too_slow)
