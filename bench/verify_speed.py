@@ -51,11 +51,12 @@ def measure(seconds: float = 2.0) -> dict:
         expected = hashlib.sha256(body + timestamp.encode() + secret_bytes).hexdigest()
         hmac.compare_digest(expected, signature_256)
 
-    return {
-        "body_bytes": len(body),
-        "ours": _rate(ours, seconds), "raw": _rate(raw, seconds),
-        "ours_256": _rate(ours_256, seconds), "raw_256": _rate(raw_256, seconds),
-    }
+    # Best of 5 interleaved rounds for each: the other core's noise hits both sides alike.
+    rates: dict[str, float] = {"ours": 0.0, "raw": 0.0, "ours_256": 0.0, "raw_256": 0.0}
+    for _ in range(5):
+        for name, fn in (("ours", ours), ("raw", raw), ("ours_256", ours_256), ("raw_256", raw_256)):
+            rates[name] = max(rates[name], _rate(fn, seconds / 5))
+    return {"body_bytes": len(body), **rates}
 
 
 def report(result: dict) -> str:
@@ -65,7 +66,7 @@ def report(result: dict) -> str:
         "## Signature verification",
         "",
         f"Command: `python -m bench` (section `bench/verify_speed.py`); one {result['body_bytes']}-byte body,",
-        "one secret, verifications per second over a fixed interval.",
+        "one secret, verifications per second (best of 5 interleaved rounds each).",
         "",
         "| algorithm | shared.verify.verify | raw hashlib + compare_digest | ratio (target: within 2x) |",
         "|---|---|---|---|",
