@@ -175,7 +175,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"verified with a generated local secret ({DEMO_SECRET_FILE.relative_to(PROJECT_ROOT)}), which\n"
               "`python -m shared send` also uses. Functions whose credentials are missing only report what\n"
               "they would do. Set the variables from each function's README to run them for real.")
-    print(f"\nTry: python -m shared send {names[0] if names else 'NAME'}    (Ctrl-C stops the server)\n",
+    example = "hello_tag" if "hello_tag" in names else (names[0] if names else "NAME")
+    print(f"\nTry: python -m shared send {example}    (Ctrl-C stops the server)\n",
           flush=True)
     try:
         server.serve_forever()
@@ -200,7 +201,7 @@ def sample_path(name: str, sample: str | None) -> Path:
         available = ", ".join(path.stem for path in sorted(samples_dir.glob("*.json")))
         raise SystemExit(f"No sample {sample!r} for {name}. Samples: {available or 'none'}")
     webhook = load_webhook(name)
-    for accepted in sorted(webhook.accepts):
+    for accepted in [*sorted(webhook.accepts), "upload"]:  # a function of every type ("*"): its upload
         if (samples_dir / f"{accepted}.json").is_file():
             return samples_dir / f"{accepted}.json"
     found = sorted(samples_dir.glob("*.json"))
@@ -427,4 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except BrokenPipeError:  # `... | head`: the reader has gone, which is not an error of ours
+        sys.stderr.close()
+        return 0
