@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any
 
 from functions.asset_sync.mirror import AssetChange, AssetRef, FolderChange, Plan
 from shared.errors import BadRequest
 from shared.webhook import ANY_TYPE, Context, Notification, Result, webhook
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///.local/asset_sync.sqlite3"
 
@@ -269,6 +271,8 @@ APPLIERS: dict[str, Callable[[Mapping[str, Any]], Plan]] = {
 
 def record(database_url: str, notification: Notification, ctx: Context, key: str, plan: Plan) -> Any:
     """The event and every state change it makes, in one transaction (a failure is a 503)."""
+    from datetime import UTC, datetime
+
     from functions.asset_sync import db
 
     headers = ctx.request.headers

@@ -19,58 +19,71 @@ notifications with duplicates and compare), and applying an event twice changes 
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 MAPS = ("tags", "context", "metadata", "derived", "info")
 
+# (Plain classes below, not dataclasses: importing ``dataclasses`` would slow every cold start.)
 
-@dataclass(frozen=True)
+
 class AssetRef:
     """How a notification names an asset. ``asset_id`` is the key; the rest helps when it is missing."""
 
-    asset_id: str | None
-    public_id: str | None = None
-    resource_type: str | None = None
-    type: str | None = None
+    __slots__ = ("asset_id", "public_id", "resource_type", "type")
+
+    def __init__(self, asset_id: str | None, public_id: str | None = None, resource_type: str | None = None,
+                 type: str | None = None) -> None:
+        self.asset_id = asset_id
+        self.public_id = public_id
+        self.resource_type = resource_type
+        self.type = type
 
     def describe(self) -> str:
         return self.asset_id or self.public_id or "(unnamed)"
 
 
-@dataclass
 class AssetChange:
     """What one notification states about one asset."""
 
-    ref: AssetRef
-    fields: dict[str, Any] = field(default_factory=dict)  # registers: name -> value
-    resets: dict[str, dict[str, Any]] = field(default_factory=dict)  # map -> its whole content
-    items: dict[str, dict[str, Any]] = field(default_factory=dict)  # map -> {key: value, or None = removed}
+    __slots__ = ("fields", "items", "ref", "resets")
+
+    def __init__(self, ref: AssetRef, fields: dict[str, Any] | None = None,
+                 resets: dict[str, dict[str, Any]] | None = None,
+                 items: dict[str, dict[str, Any]] | None = None) -> None:
+        self.ref = ref
+        self.fields = fields if fields is not None else {}  # registers: name -> value
+        self.resets = resets if resets is not None else {}  # map -> its whole content
+        self.items = items if items is not None else {}  # map -> {key: value, or None = removed}
 
     def names(self) -> list[str]:
         """The fields and maps it touches, for the dry-run report and the log."""
         return sorted({*self.fields, *self.resets, *self.items})
 
 
-@dataclass(frozen=True)
 class FolderChange:
     """create / delete of a folder, or a rename (move) of ``path`` to ``to_path``."""
 
-    kind: str
-    path: str
-    to_path: str | None = None
+    __slots__ = ("kind", "path", "to_path")
+
+    def __init__(self, kind: str, path: str, to_path: str | None = None) -> None:
+        self.kind = kind
+        self.path = path
+        self.to_path = to_path
 
 
-@dataclass
 class Plan:
     """Everything one notification changes; empty for log-only types."""
 
-    assets: list[AssetChange] = field(default_factory=list)
-    folders: list[FolderChange] = field(default_factory=list)
+    __slots__ = ("assets", "folders")
+
+    def __init__(self, assets: list[AssetChange] | None = None, folders: list[FolderChange] | None = None) -> None:
+        self.assets = assets if assets is not None else []
+        self.folders = folders if folders is not None else []
 
 
 # --- clocks -----------------------------------------------------------------------------------------
@@ -79,6 +92,8 @@ def iso_utc(value: Any) -> str | None:
     """An ISO 8601 time (``Z``, offset or none) as a sortable ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, else None."""
     if not isinstance(value, str) or not value.strip():
         return None
+    from datetime import UTC, datetime  # here, not at module level: a rejected request never needs it
+
     text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
     try:
         moment = datetime.fromisoformat(text)
@@ -117,6 +132,8 @@ def new_state() -> dict[str, Any]:
 
 def merge(state: Mapping[str, Any] | None, change: AssetChange, clock: str) -> dict[str, Any]:
     """The state after ``change`` stated at ``clock``; ``state`` is not modified."""
+    import copy  # here, not at module level: a rejected request never needs it
+
     merged = copy.deepcopy(dict(state)) if state else new_state()
     merged.setdefault("fields", {})
     merged.setdefault("maps", {})

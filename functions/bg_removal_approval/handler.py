@@ -16,19 +16,19 @@ Responds  200 done (queued, published, tagged, deleted) | 200 ignored (other typ
 
 from __future__ import annotations
 
-import html
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
 
 from shared.config import word_list
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_FOLDER = "bg-removed"
 # Visible markers, so a person browsing the Media Library sees what happened and why.
@@ -42,7 +42,9 @@ RESOURCE_TYPES = ("image", "video", "raw")
 TIME_BUDGET_SECONDS = 15.0
 MIN_CALL_SECONDS = 1.0
 
-_deadline: ContextVar[float] = ContextVar("bg_removal_deadline", default=math.inf)
+# The request's deadline, per thread: a request runs in one thread on every host (Lambda, WSGI servers).
+# (threading is loaded already; contextvars would add to every cold start.)
+_request = threading.local()
 _clock = time.monotonic
 
 log = logging.getLogger("cloudinary_webhooks")
@@ -57,7 +59,7 @@ log = logging.getLogger("cloudinary_webhooks")
     demo_values={"FROM_VERIFIED_SENDER": "webhooks@example.com"},
 )
 def handle(notification: Notification, ctx: Context) -> Result:
-    _deadline.set(_clock() + TIME_BUDGET_SECONDS)  # every call below shares one time budget
+    _request.deadline = _clock() + TIME_BUDGET_SECONDS  # every call below shares one time budget
     if notification.type == "info" and notification.get("info_kind") != "cloudinary_ai":
         return ctx.ignored(f"info_kind {notification.get('info_kind')!r} is not background removal")
     if notification.type == "moderation" and notification.get("moderation_kind") != "manual":
@@ -218,13 +220,19 @@ def current_state(ctx: Context, asset: Asset, *, assumed_status: str | None) -> 
 
 # --- reading the notification and the settings ------------------------------------------------------
 
-@dataclass(frozen=True)
 class Asset:
-    public_id: str
-    resource_type: str
-    delivery_type: str
-    asset_id: str | None
-    secure_url: str | None
+    """The asset a notification names. (A plain class, not a dataclass: importing ``dataclasses`` would
+    slow every cold start.)"""
+
+    __slots__ = ("asset_id", "delivery_type", "public_id", "resource_type", "secure_url")
+
+    def __init__(self, public_id: str, resource_type: str, delivery_type: str, asset_id: str | None,
+                 secure_url: str | None) -> None:
+        self.public_id = public_id
+        self.resource_type = resource_type
+        self.delivery_type = delivery_type
+        self.asset_id = asset_id
+        self.secure_url = secure_url
 
     @classmethod
     def named_by(cls, notification: Notification) -> Asset:
@@ -242,6 +250,8 @@ class Asset:
 
 
 def _types_in_url(url: str) -> tuple[str, str] | None:
+    from urllib.parse import urlsplit  # here, not at module level: a rejected request never needs it
+
     segments = urlsplit(url).path.split("/")
     for index, segment in enumerate(segments[:-1]):
         if segment in RESOURCE_TYPES and segments[index + 1]:
@@ -262,6 +272,8 @@ def notification_url(ctx: Context) -> str:
     url = ctx.settings.get("BG_REMOVAL_NOTIFICATION_URL") or ctx.request.url
     if not url:
         raise ConfigError("bg_removal_approval: the function's own URL is unknown; set BG_REMOVAL_NOTIFICATION_URL")
+    from urllib.parse import urlsplit
+
     if urlsplit(url).scheme not in ("https", "http"):
         raise ConfigError("bg_removal_approval: BG_REMOVAL_NOTIFICATION_URL must be an http(s) URL")
     return url
@@ -322,7 +334,7 @@ def call_timeout(what: str, wanted: float | None = None) -> float:
     Cloudinary's retry finishes the work."""
     from shared import cloudinary_api
 
-    left = _deadline.get() - _clock()
+    left = getattr(_request, "deadline", math.inf) - _clock()
     if left < max(MIN_CALL_SECONDS, wanted or 0):
         raise DependencyUnavailable("The function ran out of time; a retry will finish the work.",
                                     code="out_of_time", log_detail=f"{what}: {left:.1f} s left")
@@ -385,6 +397,8 @@ def add_tag(tag: str, asset: Asset) -> None:
 def email_reviewer(ctx: Context, asset: Asset, reviewers: list[str], confidence: float | None) -> int:
     """One message per reviewer (nobody sees the others' addresses); click tracking off, since it would
     rewrite the signed Cloudinary link into a tracking redirect."""
+    import html
+
     from sendgrid.helpers.mail import ClickTracking, Mail, To, TrackingSettings
 
     from shared import sendgrid_api

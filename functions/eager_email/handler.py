@@ -11,14 +11,15 @@ Responds  200 done (sent) | 200 ignored (other types) | 400 no eager list | 401 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from shared.config import word_list
 from shared.errors import BadRequest, ConfigError
 from shared.webhook import Context, Notification, Result, webhook
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_SUBJECT_NAME = 80  # keep subjects readable in a mail client; the body has the full public ID
 
@@ -51,18 +52,22 @@ handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry 
 app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI host
 
 
-@dataclass(frozen=True)
 class Derivation:
-    """One entry of the notification's ``eager`` list, as the email shows it."""
+    """One entry of the notification's ``eager`` list, as the email shows it.
+    (A plain class, not a dataclass: importing ``dataclasses`` would slow every cold start.)"""
 
-    transformation: str
-    format: str | None
-    width: int | None
-    height: int | None
-    bytes: int | None
-    secure_url: str | None
-    failed: bool
-    reason: str | None
+    __slots__ = ("bytes", "failed", "format", "height", "reason", "secure_url", "transformation", "width")
+
+    def __init__(self, *, transformation: str, format: str | None, width: int | None, height: int | None,
+                 bytes: int | None, secure_url: str | None, failed: bool, reason: str | None) -> None:
+        self.transformation = transformation
+        self.format = format
+        self.width = width
+        self.height = height
+        self.bytes = bytes
+        self.secure_url = secure_url
+        self.failed = failed
+        self.reason = reason
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> Derivation:
@@ -133,6 +138,8 @@ def text_body(asset_name: str, notification: Notification, derivations: list[Der
 
 
 def html_body(asset_name: str, notification: Notification, derivations: list[Derivation]) -> str:
+    import html  # only an email being sent needs it, not a request rejected before
+
     rows = []
     for derivation in derivations:
         if derivation.failed:

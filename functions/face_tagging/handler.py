@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from shared import config
 from shared.errors import BadRequest, ConfigError, DependencyUnavailable
@@ -37,6 +35,10 @@ from shared.webhook import Context, Notification, Result, webhook
 
 from . import images, names
 from .rekognition import CollectionMissing, Gallery, ImageRefused, IndexedFace
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_TRAINING_FOLDER = "training"
 DEFAULT_LABEL_PREFIX = "faceLabel:"
@@ -79,16 +81,21 @@ app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI ho
 
 
 # --- settings and the asset --------------------------------------------------------------------------
+# (Plain classes, not dataclasses: importing ``dataclasses`` would slow every cold start.)
 
-@dataclass(frozen=True)
 class Options:
-    collection_id: str
-    training_folder: str
-    label_prefix: str
-    tag_prefix: str
-    threshold: float
-    max_faces: int
-    budget_seconds: float
+    __slots__ = ("budget_seconds", "collection_id", "label_prefix", "max_faces", "tag_prefix", "threshold",
+                 "training_folder")
+
+    def __init__(self, collection_id: str, training_folder: str, label_prefix: str, tag_prefix: str,
+                 threshold: float, max_faces: int, budget_seconds: float) -> None:
+        self.collection_id = collection_id
+        self.training_folder = training_folder
+        self.label_prefix = label_prefix
+        self.tag_prefix = tag_prefix
+        self.threshold = threshold
+        self.max_faces = max_faces
+        self.budget_seconds = budget_seconds
 
     @classmethod
     def read(cls, settings: config.Settings) -> Options:
@@ -115,15 +122,18 @@ class Options:
         return list(dict.fromkeys(name for name in found if name))
 
 
-@dataclass(frozen=True)
 class Asset:
-    public_id: str
-    asset_id: str | None
-    resource_type: str
-    delivery_type: str
-    version: int | None
-    folder: str
-    tags: tuple[str, ...] = field(default=())
+    __slots__ = ("asset_id", "delivery_type", "folder", "public_id", "resource_type", "tags", "version")
+
+    def __init__(self, public_id: str, asset_id: str | None, resource_type: str, delivery_type: str,
+                 version: int | None, folder: str, tags: tuple[str, ...] = ()) -> None:
+        self.public_id = public_id
+        self.asset_id = asset_id
+        self.resource_type = resource_type
+        self.delivery_type = delivery_type
+        self.version = version
+        self.folder = folder
+        self.tags = tags
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any], *, need_asset_id: bool) -> Asset:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
-from typing import Any
 
 from shared.errors import DependencyRejected, DependencyUnavailable
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_SIDE = 1600  # plenty for faces, and the JPEG stays far below Rekognition's 5 MB
 MAX_BYTES = 5 * 1024 * 1024  # Rekognition's limit for image bytes
@@ -30,12 +32,15 @@ class ImageUnusable(Exception):
     """The asset cannot be delivered or decoded as an image; the message says why. A retry cannot help."""
 
 
-@dataclass(frozen=True)
 class Picture:
-    """The JPEG as fetched (what Rekognition saw) and its decoded, upright pixels (for cropping)."""
+    """The JPEG as fetched (what Rekognition saw) and its decoded, upright pixels (for cropping).
+    (A plain class, not a dataclass: importing ``dataclasses`` would slow every cold start.)"""
 
-    data: bytes
-    pixels: Any  # PIL.Image.Image, typed loosely so Pillow is not imported at module level
+    __slots__ = ("data", "pixels")
+
+    def __init__(self, data: bytes, pixels: Any) -> None:
+        self.data = data
+        self.pixels = pixels  # PIL.Image.Image, typed loosely so Pillow is not imported at module level
 
     @property
     def size(self) -> tuple[int, int]:

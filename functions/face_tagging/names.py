@@ -13,7 +13,6 @@ as they are, readable in the AWS console; every other UTF-8 byte becomes ``_`` a
 from __future__ import annotations
 
 import re
-import unicodedata
 
 MAX_EXTERNAL_ID = 255  # Rekognition's limit
 _PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
@@ -29,6 +28,8 @@ class NameRefused(ValueError):
 def clean_name(raw: str) -> str:
     """The name as tagged, in one canonical form: Unicode NFC, whitespace runs as one space, trimmed.
     NFC matters: "é" typed as one code point or as "e" + accent must be the same person."""
+    import unicodedata  # here, not at module level: a rejected request never needs it
+
     return " ".join(unicodedata.normalize("NFC", raw).split())
 
 

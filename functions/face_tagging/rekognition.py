@@ -12,13 +12,15 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
 from shared import config
 from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
 
 from . import names
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_TIMEOUT_SECONDS = 4.0  # one Rekognition call; a whole request must stay well under 20 s
 DEFAULT_MAX_ATTEMPTS = 2  # one retry: botocore backs off before it, so more would not fit the budget
@@ -48,12 +50,17 @@ class ImageRefused(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
 class IndexedFace:
-    face_id: str
-    external_id: str
-    asset_id: str
-    name: str
+    """A face in the collection that this function indexed. (A plain class, not a dataclass: importing
+    ``dataclasses`` would slow every cold start.)"""
+
+    __slots__ = ("asset_id", "external_id", "face_id", "name")
+
+    def __init__(self, face_id: str, external_id: str, asset_id: str, name: str) -> None:
+        self.face_id = face_id
+        self.external_id = external_id
+        self.asset_id = asset_id
+        self.name = name
 
 
 def client() -> Any:

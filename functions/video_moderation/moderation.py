@@ -19,13 +19,17 @@ always done, because what a dry run reports depends on it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Mapping
 
 from shared.config import Settings
 from shared.errors import BadRequest, ConfigError, DependencyUnavailable
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    Act = Callable[..., Any]  # Context.act: act(action, perform, **details) -> perform() unless dry run
 
 KIND = "google_video_moderation"
 DECIDED = ("approved", "rejected")
@@ -40,28 +44,33 @@ RESTRICTED = [{"access_type": "token"}]
 _DELIVERY_PATH = re.compile(r"^/(?:[^/]+/)?(image|video|raw)/([a-z_]+)/")
 _DELIVERY_TYPE = re.compile(r"^[a-z_]{1,40}$")
 
-Act = Callable[..., Any]  # Context.act: act(action, perform, **details) -> perform() unless dry run
+# (Plain classes below, not dataclasses: importing ``dataclasses`` would slow every cold start.)
 
 
-@dataclass(frozen=True)
 class Video:
     """The asset a notification or a queue entry names."""
 
-    public_id: str
-    delivery_type: str = "upload"
-    resource_type: str = "video"
-    asset_id: str | None = None
+    __slots__ = ("asset_id", "delivery_type", "public_id", "resource_type")
+
+    def __init__(self, public_id: str, delivery_type: str = "upload", resource_type: str = "video",
+                 asset_id: str | None = None) -> None:
+        self.public_id = public_id
+        self.delivery_type = delivery_type
+        self.resource_type = resource_type
+        self.asset_id = asset_id
 
     def describe(self) -> dict[str, str]:
         return {"public_id": self.public_id, "resource_type": self.resource_type, "type": self.delivery_type}
 
 
-@dataclass(frozen=True)
 class Policy:
     """What to do with rejected videos: VIDEO_MODERATION_ON_REJECT and VIDEO_MODERATION_REJECTED_TAG."""
 
-    on_reject: str = "delete"
-    rejected_tag: str = DEFAULT_REJECTED_TAG
+    __slots__ = ("on_reject", "rejected_tag")
+
+    def __init__(self, on_reject: str = "delete", rejected_tag: str = DEFAULT_REJECTED_TAG) -> None:
+        self.on_reject = on_reject
+        self.rejected_tag = rejected_tag
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -73,19 +82,23 @@ class Policy:
         return cls(on_reject, tag)
 
 
-@dataclass
 class Calls:
     """Cloudinary calls actually made (a dry run's skipped writes are not counted)."""
 
-    admin: int = 0
-    upload: int = 0
+    __slots__ = ("admin", "upload")
+
+    def __init__(self, admin: int = 0, upload: int = 0) -> None:
+        self.admin = admin
+        self.upload = upload
 
 
-@dataclass
 class Outcome:
-    status: str  # "done" or "ignored"
-    reason: str | None = None
-    calls: Calls = field(default_factory=Calls)
+    __slots__ = ("calls", "reason", "status")
+
+    def __init__(self, status: str, reason: str | None = None, calls: Calls | None = None) -> None:
+        self.status = status  # "done" or "ignored"
+        self.reason = reason
+        self.calls = calls if calls is not None else Calls()
 
 
 # --- reading notifications, details and listings ----------------------------------------------------
@@ -141,6 +154,8 @@ def _optional_text(payload: Mapping[str, Any], key: str) -> str | None:
 
 
 def _from_delivery_url(payload: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    from urllib.parse import urlsplit  # here, not at module level: a rejected request never needs it
+
     for key in ("secure_url", "url"):
         url = payload.get(key)
         if isinstance(url, str):
