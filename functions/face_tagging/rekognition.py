@@ -121,6 +121,18 @@ def calling(what: str) -> Iterator[None]:
                                     log_detail=f"{what}: {type(error).__name__}") from error
 
 
+def _listed(answer: Any, key: str, what: str) -> list[Any]:
+    """``answer[key]``: the list Rekognition always sends, empty when there is nothing. Without it, the answer
+    was not Rekognition's (a proxy's page with a 200, which botocore turns into an answer holding only
+    ResponseMetadata). Reading that as "no face" or "nothing indexed" would answer 200 and lose the work for
+    good; a retry can fix it. Found by the fault suite."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if not isinstance(value, list):
+        raise DependencyUnavailable("Rekognition's answer was malformed; a retry will finish the work.",
+                                    code="rekognition_unavailable", log_detail=f"{what}: no {key} in the answer")
+    return value
+
+
 class Gallery:
     """The face collection: the handful of Rekognition operations this function uses, each one call."""
 
@@ -131,7 +143,8 @@ class Gallery:
         """Every face's bounding box (ratios of the image's width and height), largest first."""
         with calling("DetectFaces"):
             answer = client().detect_faces(Image={"Bytes": image}, Attributes=["DEFAULT"])
-        boxes = [face["BoundingBox"] for face in answer.get("FaceDetails") or [] if face.get("BoundingBox")]
+        boxes = [face["BoundingBox"] for face in _listed(answer, "FaceDetails", "DetectFaces")
+                 if face.get("BoundingBox")]
         return sorted(boxes, key=lambda box: -(box.get("Width", 0) * box.get("Height", 0)))
 
     def search(self, face_image: bytes, threshold: float) -> tuple[str, float] | None:
@@ -144,7 +157,8 @@ class Gallery:
                                                         FaceMatchThreshold=threshold)
         except ImageRefused:
             return None  # Rekognition found no face in the crop: nothing to match
-        for match in sorted(answer.get("FaceMatches") or [], key=lambda m: -float(m.get("Similarity", 0))):
+        matches = _listed(answer, "FaceMatches", "SearchFacesByImage")
+        for match in sorted(matches, key=lambda m: -float(m.get("Similarity", 0))):
             parsed = names.parse_external_id((match.get("Face") or {}).get("ExternalImageId"))
             if parsed and float(match.get("Similarity", 0)) >= threshold:
                 return parsed[1], float(match["Similarity"])
@@ -161,7 +175,7 @@ class Gallery:
                 request["NextToken"] = token
             with calling("ListFaces"):
                 answer = client().list_faces(**request)
-            for face in answer.get("Faces") or []:
+            for face in _listed(answer, "Faces", "ListFaces"):
                 external_id = face.get("ExternalImageId")
                 parsed = names.parse_external_id(external_id)
                 if parsed and parsed[0] in found:
@@ -178,7 +192,11 @@ class Gallery:
 
         try:
             with calling("CreateCollection"):
-                client().create_collection(CollectionId=self.collection_id)
+                answer = client().create_collection(CollectionId=self.collection_id)
+            if not isinstance(answer, dict) or not answer.get("CollectionArn"):
+                raise DependencyUnavailable("Rekognition's answer was malformed; a retry will finish the work.",
+                                            code="rekognition_unavailable",
+                                            log_detail="CreateCollection: no CollectionArn in the answer")
         except DependencyRejected as error:
             # Another request created it a moment ago: that is what we wanted.
             cause = error.__cause__
@@ -192,7 +210,7 @@ class Gallery:
             answer = client().index_faces(CollectionId=self.collection_id, Image={"Bytes": image},
                                           ExternalImageId=external_id, MaxFaces=1, QualityFilter="AUTO",
                                           DetectionAttributes=["DEFAULT"])
-        indexed = [record["Face"]["FaceId"] for record in answer.get("FaceRecords") or []]
+        indexed = [record["Face"]["FaceId"] for record in _listed(answer, "FaceRecords", "IndexFaces")]
         unindexed = answer.get("UnindexedFaces") or []
         reasons = sorted({reason for face in unindexed for reason in face.get("Reasons") or []})
         return indexed, reasons
@@ -205,5 +223,5 @@ class Gallery:
             with calling("DeleteFaces"):
                 answer = client().delete_faces(CollectionId=self.collection_id,
                                                FaceIds=face_ids[start:start + LIST_PAGE_SIZE])
-            deleted.extend(answer.get("DeletedFaces") or [])
+            deleted.extend(_listed(answer, "DeletedFaces", "DeleteFaces"))
         return deleted

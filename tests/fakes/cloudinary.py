@@ -119,6 +119,7 @@ class FakeCloudinary:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else every answer waits out a 40 ms delayed ACK
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -219,7 +220,10 @@ class FakeCloudinary:
         params = call.params
         resource_type = call.path.split("/")[3] if call.api == "upload" else None
         if call.api == "upload" and call.action == "tags":
-            tags = [tag.strip() for tag in str(params["tag"]).split(",")] if params.get("tag") else []
+            if params.get("tag[]"):  # add_tag with a list sends one tag[] field per tag
+                tags = [str(tag) for tag in params["tag[]"]]
+            else:
+                tags = [tag.strip() for tag in str(params["tag"]).split(",")] if params.get("tag") else []
             found = []
             for public_id in params.get("public_ids[]", []):
                 asset = self.asset(public_id, resource_type=resource_type, type=params.get("type", "upload"))
