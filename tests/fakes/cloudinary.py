@@ -309,3 +309,17 @@ class FakeCloudinary:
     def _asset_at(self, call: Call) -> dict[str, Any] | None:
         resource_type, delivery_type, public_id = self._resource_path(call)
         return self.asset(public_id, resource_type=resource_type, type=delivery_type)
+
+
+# Every way a Cloudinary call can fail that a retry can fix: each must be answered 503 (the fault suites).
+RETRYABLE_FAULTS = {
+    "stall (client timeout)": Fault("stall"),
+    "connection reset": Fault("reset"),
+    "420 rate limited": Fault("status", 420),
+    "429 with Retry-After": Fault("status", 429, {"Retry-After": "60", "X-FeatureRateLimit-Remaining": "0"}),
+    "429 without headers": Fault("status", 429),
+    "500": Fault("status", 500),
+    "502": Fault("status", 502),
+    "503": Fault("status", 503),
+    "malformed success body": Fault("garbage"),
+}

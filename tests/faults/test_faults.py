@@ -12,21 +12,10 @@ import importlib
 
 import pytest
 
-from tests.fakes.cloudinary import FakeCloudinary, Fault
+from tests.fakes.cloudinary import RETRYABLE_FAULTS, FakeCloudinary, Fault
 from tests.faults.scenarios import SCENARIOS, Scenario
 from tests.helpers import API_KEY, CLOUD_NAME, SECRET, signed_request
 
-RETRYABLE_FAULTS = {
-    "stall (client timeout)": Fault("stall"),
-    "connection reset": Fault("reset"),
-    "420 rate limited": Fault("status", 420),
-    "429 with Retry-After": Fault("status", 429, {"Retry-After": "60", "X-FeatureRateLimit-Remaining": "0"}),
-    "429 without headers": Fault("status", 429),
-    "500": Fault("status", 500),
-    "502": Fault("status", 502),
-    "503": Fault("status", 503),
-    "malformed success body": Fault("garbage"),
-}
 TOTALS = {"faults injected": 0, "retries that completed the work": 0, "work lost": 0}
 
 

@@ -34,7 +34,7 @@ import responses
 from PIL import Image, ImageDraw
 
 from functions.face_tagging.handler import handle
-from tests.fakes.cloudinary import FakeCloudinary, Fault
+from tests.fakes.cloudinary import RETRYABLE_FAULTS, FakeCloudinary, Fault
 from tests.fakes.rekognition import WRITES, FakeRekognition, aws_error
 from tests.fakes.wire import Wire, WiredCloudinary
 from tests.helpers import API_KEY, CLOUD_NAME, SECRET, sample, signed_request
@@ -71,17 +71,7 @@ CDN_RETRYABLE = {
     "read timeout": Fault("stall"),
     "connection reset": Fault("reset"),
 }
-CLOUDINARY_RETRYABLE = {
-    "stall (client timeout)": Fault("stall"),
-    "connection reset": Fault("reset"),
-    "420 rate limited": Fault("status", 420),
-    "429 with Retry-After": Fault("status", 429, {"Retry-After": "60", "X-FeatureRateLimit-Remaining": "0"}),
-    "429 without headers": Fault("status", 429),
-    "500": Fault("status", 500),
-    "502": Fault("status", 502),
-    "503": Fault("status", 503),
-    "malformed success body": Fault("garbage"),
-}
+CLOUDINARY_RETRYABLE = RETRYABLE_FAULTS  # tests/fakes/cloudinary.py
 GONE = {"404 not found": Fault("status", 404)}  # CDN or Cloudinary: the asset went away; 200, no retry
 
 TOTALS = {"faults injected": 0, "retries that completed the work": 0, "IndexFaces applied per trained face": 0,

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.cloudinary import FakeCloudinary, Fault
+from tests.fakes.cloudinary import RETRYABLE_FAULTS, FakeCloudinary, Fault
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.wire import Wire, WiredCloudinary
 from tests.helpers import API_KEY, CLOUD_NAME, SECRET, sample, signed_request
@@ -51,17 +51,7 @@ SENDGRID_REFUSED = {
     "403 sender not verified": Fault("status", 403),
 }
 SENDGRID_ACCEPTED_ODDLY = {"malformed success body": Fault("garbage")}  # a 2xx: it was sent
-CLOUDINARY_RETRYABLE = {
-    "stall (client timeout)": Fault("stall"),
-    "connection reset": Fault("reset"),
-    "420 rate limited": Fault("status", 420),
-    "429 with Retry-After": Fault("status", 429, {"Retry-After": "60", "X-FeatureRateLimit-Remaining": "0"}),
-    "429 without headers": Fault("status", 429),
-    "500": Fault("status", 500),
-    "502": Fault("status", 502),
-    "503": Fault("status", 503),
-    "malformed success body": Fault("garbage"),
-}
+CLOUDINARY_RETRYABLE = RETRYABLE_FAULTS  # tests/fakes/cloudinary.py
 CLOUDINARY_GONE = {"404 not found": Fault("status", 404)}
 
 TOTALS = {"faults injected": 0, "retries that completed the work": 0, "messages accepted": 0,
