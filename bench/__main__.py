@@ -21,10 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import burst, coldstart, verify_speed
 
-from bench import burst, coldstart, verify_speed  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:

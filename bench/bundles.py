@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from shared import deploy
+from devtools import deploy
 
 
 def measure(python_version: str = "3.12") -> list[deploy.Bundle]:

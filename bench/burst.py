@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 
 def _samples() -> list[tuple[str, bytes]]:
-    from shared.cli import function_names
+    from devtools.cli import function_names
 
     found = []
     for name in function_names():

@@ -26,7 +26,7 @@ t_import = time.perf_counter() - t0
 result = {{"import_ms": t_import * 1000}}
 if hasattr(module, "handle"):
     from shared import verify
-    from shared.http import Headers, Request
+    from shared.events import Headers, Request
     body = open({sample!r}, "rb").read()
     good = verify.signed_headers(body, "bench-secret")
     bad = dict(good, **{{"X-Cld-Signature": "0" * 40}})
@@ -48,8 +48,7 @@ def function_names() -> list[str]:
 
 
 def default_sample(name: str) -> Path:
-    sys.path.insert(0, str(ROOT))
-    from shared.cli import sample_path
+    from devtools.cli import sample_path
 
     return sample_path(name, None)
 

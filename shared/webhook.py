@@ -31,7 +31,7 @@ from shared.errors import (
     UnsupportedMediaType,
     WebhookError,
 )
-from shared.http import (
+from shared.events import (
     DEFAULT_MAX_BODY_BYTES,
     Request,
     Response,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import verify
-from shared.http import Headers, Request
+from shared.events import Headers, Request
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-api-secret-Zx9"
@@ -59,7 +59,7 @@ def function_url_event(payload: Any, *, secret: str = SECRET, timestamp: int | N
 
 
 def answer(response) -> tuple[int, dict[str, Any]]:
-    """(status, JSON body) of a shared.http.Response."""
+    """(status, JSON body) of a shared.events.Response."""
     return response.status, response.body
 
 

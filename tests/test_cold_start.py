@@ -92,7 +92,7 @@ def test_the_probe_notices_an_sdk_import():
 
 def test_importing_shared_loads_only_the_standard_library():
     code = (f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); before = set(sys.modules); "
-            "import shared, shared.webhook, shared.verify, shared.http, shared.config, shared.errors; "
+            "import shared, shared.webhook, shared.verify, shared.events, shared.config, shared.errors; "
             "print(json.dumps(sorted(set(sys.modules) - before)))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
                                env={"PATH": os.environ.get("PATH", "")}, timeout=60, check=False)

@@ -17,15 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-# Run from anywhere: the package is imported as functions.asset_sync, like the function itself.
-_ROOT = str(Path(__file__).resolve().parent.parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from functions.asset_sync import db  # noqa: E402
-from functions.asset_sync.handler import APPLIERS, DEFAULT_DATABASE_URL  # noqa: E402
-from functions.asset_sync.mirror import Plan  # noqa: E402
-from shared.errors import WebhookError  # noqa: E402
+from functions.asset_sync import db
+from functions.asset_sync.handler import APPLIERS, DEFAULT_DATABASE_URL
+from functions.asset_sync.mirror import Plan
+from shared.errors import WebhookError
 
 
 def planner(notification_type: str, payload: Mapping[str, Any]) -> Plan | None:

@@ -25,11 +25,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-_ROOT = Path(__file__).resolve().parent.parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from shared import cli, verify  # noqa: E402
+from devtools import cli
+from shared import verify
 
 EDITS = ("resource_tags_changed", "resource_context_changed", "resource_metadata_changed", "rename", "move",
          "resource_display_name_changed", "access_control_changed", "eager", "moderation", "info", "delete")

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import deploy
+from devtools import bundle as bundles_module
+from devtools import deploy
+from tests.deploy.conftest import PYTHON_VERSION
 from tests.helpers import CLOUD_NAME, SECRET, function_url_event
 
 # Runs in `python -I -S`: no site-packages, no PYTHONPATH, no current directory; only the bundle.
@@ -36,7 +38,7 @@ IMPORT_NAMES = {"cloudinary": "cloudinary", "sendgrid": "sendgrid", "requests": 
                 "psycopg": "psycopg", "pillow": "PIL"}
 
 
-def unzip(bundle: deploy.Bundle, target: Path) -> Path:
+def unzip(bundle: bundles_module.Bundle, target: Path) -> Path:
     target.mkdir()
     with zipfile.ZipFile(bundle.path) as archive:
         archive.extractall(target)
@@ -45,7 +47,7 @@ def unzip(bundle: deploy.Bundle, target: Path) -> Path:
 
 def modules_needed(name: str) -> list[str]:
     modules = []
-    for requirement in deploy.bundle_requirements(name):
+    for requirement in bundles_module.bundle_requirements(name):
         project = requirement.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
         if project in IMPORT_NAMES:
             modules.append(IMPORT_NAMES[project])
@@ -101,19 +103,38 @@ def test_bundles_hold_only_the_function_and_stay_under_lambda_limits(bundles):
     for name, bundle in bundles.items():
         with zipfile.ZipFile(bundle.path) as archive:
             names = archive.namelist()
-        own = {entry.split("/")[1] for entry in names if entry.startswith("functions/") and entry.count("/") > 1}
+        own = {entry.split("/")[1] for entry in names
+               if entry.startswith("functions/") and entry.count("/") > 1} - {"__pycache__"}
         assert own == {name}, f"{name} bundles other functions: {own}"
         assert "shared/webhook.py" in names and f"functions/{name}/handler.py" in names
         assert not any(entry.startswith(("boto3/", "botocore/")) for entry in names)  # the runtime has them
         assert not any("/samples/" in entry or entry.startswith("tests/") for entry in names)
-        assert bundle.zipped < deploy.LAMBDA_ZIPPED_LIMIT and bundle.unzipped < deploy.LAMBDA_UNZIPPED_LIMIT
+        assert bundle.zipped < bundles_module.LAMBDA_ZIPPED_LIMIT
+        assert bundle.unzipped < bundles_module.LAMBDA_UNZIPPED_LIMIT
 
 
 def test_bundle_requirements_leave_out_the_runtime_sdk_unless_pinned(tmp_path, monkeypatch):
     function = tmp_path / "functions" / "probe"
     function.mkdir(parents=True)
     (function / "requirements.txt").write_text("boto3>=1.34\nrequests>=2.31  # plain HTTP\n\n")
-    monkeypatch.setattr(deploy, "PROJECT_ROOT", tmp_path)
-    assert deploy.bundle_requirements("probe") == ["requests>=2.31"]
+    monkeypatch.setattr(bundles_module, "PROJECT_ROOT", tmp_path)
+    assert bundles_module.bundle_requirements("probe") == ["requests>=2.31"]
     (function / "requirements.txt").write_text("boto3==1.35.0\n")
-    assert deploy.bundle_requirements("probe") == ["boto3==1.35.0"]
+    assert bundles_module.bundle_requirements("probe") == ["boto3==1.35.0"]
+
+
+def test_bundles_hold_no_tooling_and_ship_bytecode_for_their_python(bundles):
+    tag = f"cpython-{PYTHON_VERSION.replace('.', '')}"
+    for name, bundle in bundles.items():
+        with zipfile.ZipFile(bundle.path) as archive:
+            names = set(archive.namelist())
+        ours = [entry for entry in names if entry.startswith(("shared/", "functions/"))]
+        tooling = sorted(entry for entry in names if entry.startswith(("devtools/", "bench/", "tests/")))
+        tooling += sorted(entry for entry in ours if entry.endswith(("/__main__.py", "/bench.py", "/README.md")))
+        assert tooling == [], f"{name}: tooling in the bundle: {tooling}"
+        sources = [entry for entry in ours if entry.endswith(".py")]
+        assert sources
+        for source in sources:
+            folder, _, module = source.rpartition("/")
+            assert f"{folder}/__pycache__/{module[:-3]}.{tag}.pyc" in names, f"{name}: no bytecode for {source}"
+        assert bundle.compiled

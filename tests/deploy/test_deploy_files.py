@@ -17,8 +17,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 from werkzeug.test import Client
 
-from shared import deploy, verify
-from shared.cli import Router, sample_path
+from devtools import deploy
+from devtools.cli import Router, sample_path
+from shared import verify
 from tests.deploy.conftest import PYTHON_VERSION, WHEELS
 from tests.helpers import SECRET
 
@@ -130,7 +131,7 @@ def test_new_function_is_registered_in_every_deploy_file_bundles_and_runs(tmp_pa
     if not any(WHEELS.glob("*.whl")):
         pytest.fail("No wheels in .cache/wheels: run the tests with `make test`.")
     project = tmp_path / "project"
-    for item in ("functions", "shared", "tests", "deploy", "api", "pyproject.toml", "template.yaml",
+    for item in ("functions", "shared", "devtools", "tests", "deploy", "api", "pyproject.toml", "template.yaml",
                  "netlify.toml", "requirements.txt"):
         source = ROOT / item
         if source.is_dir():

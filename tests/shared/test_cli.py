@@ -1,6 +1,6 @@
 """``python -m shared``: help, the local server (a real threaded server on a free port), send, check, new.
 
-The demo signing secret is kept in tmp_path (``shared.cli.DEMO_SECRET_FILE``) so no test writes into the
+The demo signing secret is kept in tmp_path (``devtools.cli.DEMO_SECRET_FILE``) so no test writes into the
 repository; ``new`` runs in a copy of the repository.
 """
 
@@ -24,7 +24,8 @@ from wsgiref.simple_server import make_server
 
 import pytest
 
-from shared import cli, config, verify
+from devtools import cli
+from shared import config, verify
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SECRET_LOOKING = "sk_live_9f8e7d6c5b4a3210-DO-NOT-PRINT"
@@ -351,7 +352,7 @@ def test_check_in_a_fresh_interpreter_exits_1_without_printing_a_value():
 
 def copy_of_the_repository(target: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    for folder in ("functions", "shared", "tests", "deploy", "api"):
+    for folder in ("functions", "shared", "devtools", "tests", "deploy", "api"):
         if (ROOT / folder).is_dir():
             shutil.copytree(ROOT / folder, target / folder, ignore=ignore)
     for file in ("pyproject.toml", "requirements.txt", "netlify.toml", "vercel.json", "template.yaml"):

@@ -1,4 +1,4 @@
-"""shared.http: every event shape the platforms deliver becomes the same Request, and answers go back right."""
+"""shared.events: every event shape the platforms deliver becomes the same Request, and answers go back right."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import BadRequest, PayloadTooLarge
-from shared.http import (
+from shared.events import (
     Headers,
     Request,
     Response,
@@ -448,6 +448,34 @@ def test_wsgi_headers_become_http_names():
     assert request.headers["X-Forwarded-Proto"] == "https"
     assert request.url == "https://hooks.example/api/hello_tag"
     assert request.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
+def test_wsgi_header_copies_under_http_names_are_one_header(content_type):
+    # Vercel's launcher copies every request header into HTTP_*, Content-Type and -Length included, beside
+    # CONTENT_TYPE and CONTENT_LENGTH: a function must see each once, not "application/json, application/json".
+    environ = wsgi_environ(CONTENT_TYPE=content_type, HTTP_CONTENT_TYPE=content_type,
+                           HTTP_CONTENT_LENGTH=str(len(BODY)))
+    request = request_from_wsgi(environ)
+    assert request.headers["Content-Type"] == content_type
+    assert request.headers["Content-Length"] == str(len(BODY))
+    assert list(request.headers).count("Content-Type") == 1
+    assert request.body == BODY
+
+
+def test_wsgi_header_copy_alone_is_kept():
+    environ = wsgi_environ(HTTP_CONTENT_TYPE="application/json")
+    del environ["CONTENT_TYPE"]
+    assert request_from_wsgi(environ).headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(("cgi", "copy"), [("CONTENT_LENGTH", "HTTP_CONTENT_LENGTH"),
+                                           ("CONTENT_TYPE", "HTTP_CONTENT_TYPE")])
+def test_wsgi_header_copy_that_disagrees_is_400_without_reading(cgi, copy):
+    environ = wsgi_environ(**{copy: "5" if "LENGTH" in copy else "text/plain", "wsgi.input": ExplodingStream()})
+    with pytest.raises(BadRequest) as caught:
+        request_from_wsgi(environ)
+    assert caught.value.code == "conflicting_headers"
 
 
 def test_wsgi_without_host_header_uses_server_name():

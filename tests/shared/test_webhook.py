@@ -17,7 +17,7 @@ import pytest
 
 from shared import verify
 from shared.errors import DependencyRejected, DependencyUnavailable
-from shared.http import Headers, Request
+from shared.events import Headers, Request
 from shared.webhook import Context, Notification, Result, webhook
 
 NOW = 1_700_000_000

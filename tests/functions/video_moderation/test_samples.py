@@ -9,8 +9,8 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
+from devtools import cli
 from functions.video_moderation.moderation import google_status, video_named_by
-from shared import cli
 from tests.helpers import ROOT
 
 SAMPLES = ROOT / "functions" / "video_moderation" / "samples"

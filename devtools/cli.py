@@ -45,6 +45,33 @@ def function_names() -> list[str]:
     return sorted(path.parent.name for path in FUNCTIONS_DIR.glob("*/handler.py"))
 
 
+def _check_name(name: str) -> None:
+    """An existing function's name, or a clear exit."""
+    if name not in function_names():
+        raise SystemExit(f"No function named {name!r}. Functions: {', '.join(function_names())}")
+
+
+# Names a new function cannot take: its files would not parse (keywords) or its module would shadow one the
+# project imports (the standard library, the project's packages, the SDKs the functions use).
+PROJECT_MODULES = {"shared", "functions", "devtools", "tests", "bench", "api", "deploy", "docs", "scripts",
+                   "cloudinary", "sendgrid", "python_http_client", "boto3", "botocore", "psycopg", "PIL", "pil",
+                   "requests", "urllib3", "pytest", "conftest", "handler", "samples"}
+
+
+def check_new_name(name: str) -> None:
+    import keyword
+
+    if not _NAME_PATTERN.match(name):
+        raise SystemExit("NAME must be snake_case: lower-case letters, digits and _, starting with a letter "
+                         "(2 to 41 characters).")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise SystemExit(f"{name!r} is a Python keyword: `import functions.{name}` would not parse. Pick another.")
+    if name in sys.stdlib_module_names or name in PROJECT_MODULES:
+        raise SystemExit(f"{name!r} is the name of a module the project imports ({name}); a function of that "
+                         "name would shadow it. Pick another, e.g. "
+                         f"{name}_hook.")
+
+
 def load_webhook(name: str) -> Any:
     """The ``Webhook`` object of ``functions/<name>/handler.py`` (its ``handle``)."""
     if name not in function_names():
@@ -254,8 +281,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_new(args: argparse.Namespace) -> int:
     name, template = args.name, args.template
-    if not _NAME_PATTERN.match(name):
-        raise SystemExit("NAME must be snake_case: lower-case letters, digits and _, starting with a letter.")
+    check_new_name(name)
     if template not in function_names():
         raise SystemExit(f"No template {template!r}. Functions: {', '.join(function_names())}")
     target = FUNCTIONS_DIR / name
@@ -276,7 +302,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         new_test = TESTS_DIR / f"test_{name}.py"
         new_test.write_text(rename(template_test.read_text()))
         written.append(new_test)
-    from shared import deploy
+    from devtools import deploy
 
     written += deploy.write_deploy_files()  # template.yaml, api/NAME.py, netlify.toml know the new function
     print(f"Created {name} from {template}:")
@@ -315,29 +341,32 @@ def cmd_check(args: argparse.Namespace) -> int:
 # --- bundle / deploy-files -----------------------------------------------------------------------
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from shared import deploy
+    from devtools import bundle
 
     names = function_names() if args.all else args.names
     if not names:
         raise SystemExit("Name one or more functions, or use --all.")
+    for name in names:
+        _check_name(name)
     out_dir = Path(args.out).resolve()
     if args.download_wheels:
-        deploy.download_wheels(names, Path(args.download_wheels), args.python_version, args.platform)
+        bundle.download_wheels(names, Path(args.download_wheels), args.python_version, args.architecture)
         print(f"Wheels for {', '.join(names)} are in {args.download_wheels}")
         return 0
     print(f"{'bundle':<34} {'zipped':>10} {'unzipped':>10} {'files':>6}   (Lambda limits: 50 MB / 250 MB)")
     for name in names:
-        bundle = deploy.build_bundle(name, out_dir=out_dir, python_version=args.python_version,
-                                     platform_tag=args.platform,
-                                     find_links=Path(args.find_links) if args.find_links else None,
-                                     no_index=args.no_index)
-        print(f"{bundle.path.relative_to(out_dir.parent)!s:<34} {bundle.zipped / 1e6:>8.2f}MB "
-              f"{bundle.unzipped / 1e6:>8.2f}MB {bundle.files:>6}")
+        built = bundle.build_bundle(name, out_dir=out_dir, python_version=args.python_version,
+                                    architecture=args.architecture,
+                                    find_links=Path(args.find_links) if args.find_links else None,
+                                    no_index=args.no_index)
+        print(f"{built.path.relative_to(out_dir.parent)!s:<34} {built.zipped / 1e6:>8.2f}MB "
+              f"{built.unzipped / 1e6:>8.2f}MB {built.files:>6}   python{built.python_version} {built.architecture}"
+              f"{'' if built.compiled else ' (no bytecode)'}")
     return 0
 
 
 def cmd_deploy_files(args: argparse.Namespace) -> int:
-    from shared import deploy
+    from devtools import deploy
 
     changed = deploy.write_deploy_files()
     for path in changed:
@@ -404,8 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("names", nargs="*", metavar="NAME", help="function(s) to bundle")
     bundle.add_argument("--all", action="store_true", help="bundle every function")
     bundle.add_argument("--out", default=str(PROJECT_ROOT / "dist"), help="output folder (default dist/)")
-    bundle.add_argument("--python-version", default="3.12", help="Lambda Python version (default %(default)s)")
-    bundle.add_argument("--platform", default=None, help="wheel platform (default: manylinux2014 of this CPU)")
+    bundle.add_argument("--python-version", default=None,
+                        help="Lambda Python version (default: deploy.toml's runtime)")
+    bundle.add_argument("--architecture", choices=("x86_64", "arm64"), default=None,
+                        help="Lambda architecture (default: deploy.toml's architecture, whatever builds it)")
     bundle.add_argument("--find-links", help="also look for wheels in this folder")
     bundle.add_argument("--no-index", action="store_true", help="do not use the package index (offline)")
     bundle.add_argument("--download-wheels", metavar="DIR", help="only download the wheels into DIR")

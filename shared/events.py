@@ -175,9 +175,23 @@ def lambda_response(response: Response) -> dict[str, Any]:
 
 # --- WSGI ------------------------------------------------------------------------------------------
 
+# CGI's own names for two headers. Some servers (Vercel's launcher among them) also copy every request header
+# into HTTP_*, HTTP_CONTENT_TYPE and HTTP_CONTENT_LENGTH included: the CGI variable is the one that counts,
+# and a copy that disagrees with it is a request no two readers would agree on.
+_CGI_HEADERS = {"HTTP_CONTENT_TYPE": ("CONTENT_TYPE", "Content-Type"),
+                "HTTP_CONTENT_LENGTH": ("CONTENT_LENGTH", "Content-Length")}
+
+
 def _wsgi_headers(environ: Mapping[str, Any]) -> Headers:
     pairs = []
     for key, value in environ.items():
+        if key in _CGI_HEADERS:
+            cgi_key, name = _CGI_HEADERS[key]
+            cgi_value = environ.get(cgi_key)
+            if cgi_value not in (None, "") and str(cgi_value).strip() != str(value).strip():
+                raise BadRequest(f"The request carries two different {name} headers.", code="conflicting_headers")
+            if cgi_value not in (None, ""):
+                continue  # the same header twice, once under each name: keep one
         if key.startswith("HTTP_"):
             pairs.append((key[5:].replace("_", "-").title(), str(value)))
     if environ.get("CONTENT_TYPE"):
