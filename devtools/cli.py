@@ -334,7 +334,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"  {var:<34} {'set' if present else 'MISSING'}  required")
         for var in webhook.optional:
             present = bool(os.environ.get(var, "").strip())
-            print(f"  {var:<34} {'set' if present else 'not set'}  optional")
+            if var in webhook.serverless_requires:
+                print(f"  {var:<34} {'set' if present else 'not set'}  optional here; REQUIRED on AWS Lambda, "
+                      "Vercel and Netlify (500 not configured without it)")
+                on_platform = config.serverless_platform()
+                all_set &= present or not on_platform
+            else:
+                print(f"  {var:<34} {'set' if present else 'not set'}  optional")
     return 0 if all_set else 1
 
 

@@ -99,6 +99,22 @@ def signing_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     return secrets
 
 
+# Variables each platform sets in every function's environment; their presence says where we run.
+_PLATFORM_MARKERS = (("AWS_LAMBDA_FUNCTION_NAME", "AWS Lambda"), ("VERCEL", "Vercel"), ("NETLIFY", "Netlify"))
+
+
+def serverless_platform(environ: Mapping[str, str] | None = None) -> str | None:
+    """The serverless platform this process runs on ("AWS Lambda", "Vercel", "Netlify"), or None.
+
+    There the code's folder is read-only and the disk is wiped between instances, so nothing that must last
+    (a database, an idempotency record) can live in a local file."""
+    env = environ if environ is not None else os.environ
+    for variable, platform in _PLATFORM_MARKERS:
+        if env.get(variable, "").strip():
+            return platform
+    return None
+
+
 def demo_mode(environ: Mapping[str, str] | None = None) -> bool:
     return flag(DEMO_MODE_VAR, environ=environ)
 

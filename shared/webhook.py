@@ -162,12 +162,14 @@ class Webhook:
     """A function wrapped with everything in the module docstring. Call it with a ``Request``."""
 
     def __init__(self, handler: Handler, *, name: str, accepts: Iterable[str], requires: Iterable[str],
-                 optional: Iterable[str], demo_values: Mapping[str, str]) -> None:
+                 optional: Iterable[str], demo_values: Mapping[str, str],
+                 serverless_requires: Iterable[str] = ()) -> None:
         self.handler = handler
         self.name = name
         self.accepts = frozenset(accepts)
         self.requires = tuple(requires)
         self.optional = tuple(optional)
+        self.serverless_requires = tuple(serverless_requires)
         self.demo_values = dict(demo_values)
         self.clock: Callable[[], float] = time.time
         self.__doc__ = handler.__doc__
@@ -263,6 +265,13 @@ class Webhook:
         return Notification(payload)
 
     def _context(self, request: Request) -> Context:
+        platform = config.serverless_platform()
+        if platform:
+            # Optional on a laptop (a local file serves), required where the disk is read-only and wiped.
+            unset = [name for name in self.serverless_requires if not os.environ.get(name, "").strip()]
+            if unset:
+                raise ConfigError(f"{self.name}: not configured: {', '.join(unset)} must be set on {platform} "
+                                  "(its disk is read-only and wiped between instances)")
         missing = [name for name in self.requires if not os.environ.get(name, "").strip()]
         demo = config.demo_mode()
         if missing and not demo:
@@ -323,20 +332,23 @@ ANY_TYPE = "*"  # in ``accepts``: every notification type, including ones Cloudi
 
 
 def webhook(*, accepts: Iterable[str], requires: Iterable[str] = (), optional: Iterable[str] = (),
-            demo_values: Mapping[str, str] | None = None, name: str | None = None) -> Callable[[Handler], Webhook]:
+            serverless_requires: Iterable[str] = (), demo_values: Mapping[str, str] | None = None,
+            name: str | None = None) -> Callable[[Handler], Webhook]:
     """Wrap a function ``handle(notification, ctx) -> Result`` as a Cloudinary webhook.
 
     accepts      notification types the function acts on; every other valid one is answered 200 ignored
                  (``ANY_TYPE`` = "*" among them: every type, for functions that record everything)
     requires     environment variables without which it cannot run (checked per request: 500 if missing)
     optional     variables it reads when set (listed by ``python -m shared check``)
+    serverless_requires  optional variables that become required on a serverless platform (AWS Lambda,
+                 Vercel, Netlify), e.g. a DATABASE_URL whose local default is a file: 500 not configured there
     demo_values  stand-ins for settings in local demo mode, where missing credentials mean dry run
     """
 
     def wrap(handler: Handler) -> Webhook:
         function_name = name or _function_name(handler)
-        return Webhook(handler, name=function_name, accepts=accepts, requires=requires,
-                       optional=optional, demo_values=demo_values or {})
+        return Webhook(handler, name=function_name, accepts=accepts, requires=requires, optional=optional,
+                       serverless_requires=serverless_requires, demo_values=demo_values or {})
 
     return wrap
 

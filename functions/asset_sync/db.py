@@ -115,6 +115,7 @@ _idle: dict[str, list[Any]] = {}
 _idle_lock = threading.Lock()
 MAX_IDLE = 4
 REPLAY_PAGE = 500
+LOCAL_STATE_FOLDER = ".local"  # the project's folder for local state (gitignored): created on first use
 
 
 def store(url: str) -> Store:
@@ -169,10 +170,7 @@ class Store:
         if self.dialect == "sqlite":
             import sqlite3
 
-            # The default file lives in .local/, which a fresh checkout does not have yet. If the folder
-            # cannot be made, sqlite3 says why it cannot open the file, as a database error (503).
-            with suppress(OSError):
-                Path(self._target).parent.mkdir(parents=True, exist_ok=True)
+            self._check_sqlite_folder()
             # check_same_thread=False: an idle connection may serve the next request on another thread;
             # it is only ever used by one thread at a time (taken from and given back to the idle list).
             connection = sqlite3.connect(self._target, timeout=self.timeout, isolation_level=None,
@@ -190,6 +188,24 @@ class Store:
         return psycopg.connect(self._target, autocommit=True, connect_timeout=max(2, self.timeout),
                                prepare_threshold=None, row_factory=dict_row,
                                application_name="cloudinary-asset-sync")
+
+    def _check_sqlite_folder(self) -> None:
+        """A SQLite file's folder must exist and be writable: no retry can fix either (500, not 503).
+
+        Only the project's own state folder, ``.local/`` (the default's), is created: a mistyped path must
+        not silently start an empty database somewhere."""
+        import os
+
+        folder = Path(self._target).parent
+        if folder.name == LOCAL_STATE_FOLDER and not folder.exists():
+            with suppress(OSError):
+                folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            raise ConfigError(f"asset_sync: DATABASE_URL names a SQLite file in {folder}, which is not a folder "
+                              "that exists; create it or fix the path")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"asset_sync: DATABASE_URL names a SQLite file in {folder}, which this process "
+                              "cannot write (a read-only deployment? set DATABASE_URL to postgresql://...)")
 
     def close(self) -> None:
         if self._connection is not None:

@@ -43,7 +43,7 @@ UPLOAD_FIELDS = ("public_id", "resource_type", "type", "asset_folder", "display_
 
 # --- the story ------------------------------------------------------------------------------------
 
-@webhook(accepts={ANY_TYPE}, optional=("DATABASE_URL",))
+@webhook(accepts={ANY_TYPE}, optional=("DATABASE_URL",), serverless_requires=("DATABASE_URL",))
 def handle(notification: Notification, ctx: Context) -> Result:
     # What the notification states, per asset and folder (the appliers below): pure, no I/O.
     # Types Cloudinary adds later are kept in the event log (for replay once an applier exists), no state.

@@ -13,6 +13,7 @@ import os
 import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -450,19 +451,13 @@ def test_a_connection_closed_between_requests_is_replaced(database):
     assert len(events(database)) == 2
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_unreachable_database_is_503_without_the_password(kind, tmp_path, monkeypatch, signing_secret, caplog):
-    if kind == "sqlite":
-        (tmp_path / "a-file").write_text("not a folder")
-        url = f"sqlite:///{tmp_path}/a-file/mirror.sqlite3"
-    else:
-        import socket
+def test_unreachable_database_is_503_without_the_password(tmp_path, monkeypatch, signing_secret, caplog):
+    import socket
 
-        with socket.socket() as probe:  # a port nobody listens on
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        url = f"postgresql://sync:s3cret-pw@127.0.0.1:{port}/mirror"
-    monkeypatch.setenv("DATABASE_URL", url)
+    with socket.socket() as probe:  # a port nobody listens on: the server may come back, a retry may work
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://sync:s3cret-pw@127.0.0.1:{port}/mirror")
     try:
         response = send("upload")
     finally:
@@ -471,6 +466,49 @@ def test_unreachable_database_is_503_without_the_password(kind, tmp_path, monkey
     assert response.status == 503 and response.body["error"] == "database_unavailable"
     assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in json.dumps(response.body)
     assert "database_unavailable" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "missing_folder", "missing_nested_folder", "read_only_folder"])
+def test_a_sqlite_file_no_retry_can_open_is_500_not_configured(where, tmp_path, monkeypatch, signing_secret,
+                                                                caplog):
+    # 503 would make Cloudinary retry a few times and then drop the notification: say what to fix instead.
+    if where == "under_a_file":
+        (tmp_path / "a-file").write_text("not a folder")
+        path = tmp_path / "a-file" / "mirror.sqlite3"
+    elif where == "missing_folder":
+        path = tmp_path / "nonexistent_dir" / "mirror.sqlite3"
+    elif where == "missing_nested_folder":
+        path = tmp_path / "a" / "b" / "mirror.sqlite3"
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        path = folder / "mirror.sqlite3"
+        real_access = os.access
+        monkeypatch.setattr("os.access", lambda target, mode: real_access(target, mode)
+                            and Path(target).resolve() != folder.resolve())  # as root, anything is writable
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
+    try:
+        response = send("upload")
+    finally:
+        db.close_all()
+
+    assert response.status == 500 and response.body["error"] == "not_configured"
+    assert not path.exists()
+    assert "DATABASE_URL" in caplog.text
+
+
+@pytest.mark.parametrize("marker", [("AWS_LAMBDA_FUNCTION_NAME", "asset-sync"), ("VERCEL", "1"), ("NETLIFY", "true")])
+def test_on_a_serverless_platform_without_database_url_is_500_not_configured(marker, tmp_path, monkeypatch,
+                                                                            signing_secret, caplog):
+    # Lambda's /var/task is read-only and every instance starts with an empty /tmp: the local SQLite default
+    # would lose the mirror (or fail every write, 503, until Cloudinary gives up). Say what is missing.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv(*marker)
+    response = send("upload")
+    assert response.status == 500 and response.body["error"] == "not_configured"
+    assert "DATABASE_URL" in caplog.text and "DATABASE_URL" not in json.dumps(response.body)
+    assert not (tmp_path / ".local").exists()
 
 
 def test_a_database_url_of_another_kind_is_500(monkeypatch, signing_secret, caplog):

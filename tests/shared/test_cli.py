@@ -332,6 +332,24 @@ def test_check_exits_1_when_one_required_variable_is_missing(capsys, monkeypatch
     assert "MISSING" in line and "required" in line
 
 
+@pytest.mark.parametrize(("platform", "expected_exit"), [(None, 0), (("AWS_LAMBDA_FUNCTION_NAME", "f"), 1),
+                                                         (("VERCEL", "1"), 1)])
+def test_check_says_database_url_is_required_on_a_serverless_platform(platform, expected_exit, capsys, monkeypatch):
+    required, _ = required_and_optional()
+    for var in required:
+        monkeypatch.setenv(var, SECRET_LOOKING)
+    monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://614335564976464:{SECRET_LOOKING}@demo-cloud")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    if platform:
+        monkeypatch.setenv(*platform)
+
+    assert cli.main(["check"]) == expected_exit
+
+    output = capsys.readouterr().out
+    [line] = [line for line in output.splitlines() if "DATABASE_URL" in line]
+    assert "not set" in line and "REQUIRED on AWS Lambda" in line
+
+
 def test_check_with_a_malformed_cloudinary_url_says_so_without_printing_it(capsys, monkeypatch):
     monkeypatch.setenv("CLOUDINARY_URL", f"https://key:{SECRET_LOOKING}@cloud")
 
