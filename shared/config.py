@@ -75,7 +75,16 @@ def cloudinary_credentials(environ: Mapping[str, str] | None = None) -> tuple[st
     cloud_name = host.split(":", 1)[0].lower()
     if scheme.lower() != "cloudinary" or not separator or not cloud_name or not api_key or not api_secret:
         raise ConfigError("CLOUDINARY_URL must look like cloudinary://API_KEY:API_SECRET@CLOUD_NAME")
-    return cloud_name, _unquote(api_key), _unquote(api_secret)
+    api_key, api_secret = _unquote(api_key), _unquote(api_secret)
+    if not usable_secret(api_secret) or not usable_secret(api_key):
+        # "cloudinary://k:%20@demo" or a NUL: a blank secret would sign anything anyone can compute.
+        raise ConfigError("CLOUDINARY_URL's api_key or api_secret is blank or holds control characters")
+    return cloud_name, api_key, api_secret
+
+
+def usable_secret(secret: str) -> bool:
+    """A secret worth verifying with: not blank, and no control character (a NUL, a line break)."""
+    return bool(secret.strip()) and not any(ord(character) < 32 or ord(character) == 127 for character in secret)
 
 
 def _unquote(text: str) -> str:
@@ -95,7 +104,7 @@ def signing_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     if credentials:
         secrets.append(credentials[2])
     extra = env.get("CLOUDINARY_NOTIFICATION_SECRETS", "")
-    secrets.extend(secret.strip() for secret in extra.split(",") if secret.strip())
+    secrets.extend(secret.strip() for secret in extra.split(",") if usable_secret(secret.strip()))
     return secrets
 
 

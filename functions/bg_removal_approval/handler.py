@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from shared.assets import asset_named_by
 from shared.config import word_list
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
@@ -36,7 +37,6 @@ FAILED_TAG = "bg-removal-failed"
 REJECTED_TAG = "bg-removal-rejected"
 CONFLICT_TAG = "bg-removal-conflict"
 NOTIFIED_TAG = "bg-removal-reviewer-notified"
-RESOURCE_TYPES = ("image", "video", "raw")
 # Cloudinary gives up on us after 20 s. Up to four sequential calls at 8 s each could overrun that, so
 # each call gets what is left of this budget, and a step that cannot fit waits for Cloudinary's retry.
 TIME_BUDGET_SECONDS = 15.0
@@ -238,25 +238,10 @@ class Asset:
     def named_by(cls, notification: Notification) -> Asset:
         """Info and moderation notifications carry no ``type``/``resource_type``: their URL does
         (``.../image/authenticated/s--sig--/v1/id.png``). The flow's uploads are authenticated images."""
-        public_id = notification.require("public_id")
+        ref = asset_named_by(notification, resource_type="image", delivery_type="authenticated")
         url = notification.get("secure_url") or notification.get("url")
-        from_url = _types_in_url(url) if isinstance(url, str) else None
-        resource_type = notification.get("resource_type") or (from_url[0] if from_url else "image")
-        delivery_type = notification.get("type") or (from_url[1] if from_url else "authenticated")
-        asset_id = notification.get("asset_id")
-        return cls(public_id, str(resource_type), str(delivery_type),
-                   asset_id if isinstance(asset_id, str) else None,
+        return cls(ref.public_id, ref.resource_type, ref.delivery_type, ref.asset_id,
                    url if isinstance(url, str) and url.startswith("https://") else None)
-
-
-def _types_in_url(url: str) -> tuple[str, str] | None:
-    from urllib.parse import urlsplit  # here, not at module level: a rejected request never needs it
-
-    segments = urlsplit(url).path.split("/")
-    for index, segment in enumerate(segments[:-1]):
-        if segment in RESOURCE_TYPES and segments[index + 1]:
-            return segment, segments[index + 1]
-    return None
 
 
 def confidence_score(notification: Notification) -> float | None:

@@ -11,8 +11,10 @@ Responds  200 done (sent) | 200 ignored (other types) | 400 no eager list | 401 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
+from shared.assets import asset_named_by
 from shared.config import word_list
 from shared.errors import BadRequest, ConfigError
 from shared.webhook import Context, Notification, Result, webhook
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_SUBJECT_NAME = 80  # keep subjects readable in a mail client; the body has the full public ID
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # nothing may start a new header line
+_WEB_LINK = re.compile(r"^https?://[^\s\x00-\x1f\x7f\"'<>]+$", re.IGNORECASE)  # never javascript:, data:, ...
 
 
 @webhook(
@@ -33,7 +37,11 @@ MAX_SUBJECT_NAME = 80  # keep subjects readable in a mail client; the body has t
 )
 def handle(notification: Notification, ctx: Context) -> Result:
     derivations = read_derivations(notification)
-    asset_name = notification.get("public_id") or f"batch {notification.get('batch_id') or 'without id'}"
+    # An eager batch of several assets names none; one that names an asset names a real one (checked).
+    if notification.get("public_id") is not None:
+        asset_name = asset_named_by(notification).public_id
+    else:
+        asset_name = f"batch {single_line(str(notification.get('batch_id') or '')) or 'without id'}"
     recipients = read_recipients(ctx.settings.require("TO_RECIPIENTS"))
     sender = ctx.settings.require("FROM_VERIFIED_SENDER")
 
@@ -72,7 +80,7 @@ class Derivation:
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> Derivation:
         url = entry.get("secure_url") or entry.get("url")
-        url = url if isinstance(url, str) else None
+        url = url if isinstance(url, str) and _WEB_LINK.match(url) else None  # a link is http(s) or nothing
         file_format = entry.get("format")
         if not isinstance(file_format, str) and url and "." in url.rsplit("/", 1)[-1]:
             file_format = url.rsplit(".", 1)[-1]  # older payloads carry no format; the URL ends with it
@@ -110,7 +118,13 @@ def read_recipients(raw: str) -> list[str]:
     return recipients
 
 
+def single_line(text: str) -> str:
+    """``text`` with every control character or line break made a space: safe in a header."""
+    return _LINE_BREAKS.sub(" ", text).strip()
+
+
 def subject_line(asset_name: str, derivations: list[Derivation]) -> str:
+    asset_name = single_line(asset_name)
     name = asset_name if len(asset_name) <= MAX_SUBJECT_NAME else asset_name[: MAX_SUBJECT_NAME - 1] + "…"
     failed = sum(1 for derivation in derivations if derivation.failed)
     total = len(derivations)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from shared import config
+from shared.assets import asset_named_by
 from shared.errors import BadRequest, ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
 
@@ -148,11 +149,12 @@ class Asset:
         if not isinstance(folder, str):
             folder = public_id.rpartition("/")[0]
         version = fields.get("version")
+        ref = asset_named_by(fields)  # resource_type, type, public_id checked: they make API paths and URLs
         return cls(
-            public_id=public_id,
+            public_id=ref.public_id,
             asset_id=asset_id if isinstance(asset_id, str) and asset_id else None,
-            resource_type=str(fields.get("resource_type") or "image"),
-            delivery_type=str(fields.get("type") or "upload"),
+            resource_type=ref.resource_type,
+            delivery_type=ref.delivery_type,
             version=version if isinstance(version, int) and not isinstance(version, bool) else None,
             folder=folder.strip("/"),
             tags=tuple(tag for tag in _list(fields.get("tags")) if isinstance(tag, str)),

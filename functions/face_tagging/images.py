@@ -49,15 +49,25 @@ class Picture:
 
 def delivery_url(public_id: str, resource_type: str, delivery_type: str, version: int | None) -> str:
     """A signed URL of a JPEG no larger than MAX_SIDE on either side. Signed, so it works with strict
-    transformations and for private and authenticated assets alike."""
+    transformations and for private and authenticated assets alike.
+
+    Only ever a URL on the account's own delivery host (res.cloudinary.com, its secure_distribution or
+    private CDN, as the SDK is configured): the SDK returns an http(s) "public ID" unchanged, which would
+    let a payload choose what this function fetches."""
     from shared import cloudinary_api
 
     sdk = cloudinary_api.sdk()
+    options = {"resource_type": resource_type, "type": delivery_type, "secure": True}
     url, _ = sdk.cloudinary.utils.cloudinary_url(
-        public_id, resource_type=resource_type, type=delivery_type, version=version, format="jpg",
-        secure=True, sign_url=True,
+        public_id, version=version, format="jpg", sign_url=True,
         transformation=[{"crop": "limit", "width": MAX_SIDE, "height": MAX_SIDE}, {"quality": "auto:good"}],
+        **options,
     )
+    # Where the SDK delivers an ordinary public ID of this account: the prefix every real URL starts with.
+    reference, _ = sdk.cloudinary.utils.cloudinary_url("probe", **options)
+    expected = reference[: reference.index(f"/{resource_type}/{delivery_type}/") + 1]
+    if not url.startswith(expected):
+        raise ImageUnusable("its public ID does not make a URL on the account's delivery host")
     return url
 
 
@@ -66,7 +76,9 @@ def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Pictu
     import requests
 
     try:
-        with requests.get(url, timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout), stream=True) as response:
+        # No redirects: the one URL asked for is on the account's delivery host, where it leads may not be.
+        with requests.get(url, timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout), stream=True,
+                          allow_redirects=False) as response:
             status = response.status_code
             reason = response.headers.get("X-Cld-Error", "")[:200]
             if status in (404, 410):

@@ -9,6 +9,7 @@ Responds  200 done (tag added) | 200 ignored (other types, already tagged, asset
 
 from __future__ import annotations
 
+from shared.assets import AssetRef, asset_named_by
 from shared.webhook import Context, Notification, Result, webhook
 
 DEFAULT_TAG = "Hello World!"
@@ -16,9 +17,7 @@ DEFAULT_TAG = "Hello World!"
 
 @webhook(accepts={"upload"}, requires=("CLOUDINARY_URL",), optional=("HELLO_TAG",))
 def handle(notification: Notification, ctx: Context) -> Result:
-    public_id = notification.require("public_id")
-    resource_type = notification.get("resource_type") or "image"
-    delivery_type = notification.get("type") or "upload"
+    asset = asset_named_by(notification)  # resource_type, type and public_id checked: they go into API paths
     tag = ctx.settings.get("HELLO_TAG") or DEFAULT_TAG
 
     # Cloudinary retries and users resend: an asset that already carries the tag needs no call.
@@ -26,9 +25,8 @@ def handle(notification: Notification, ctx: Context) -> Result:
     if isinstance(tags, list) and tag in tags:
         return ctx.ignored("already tagged", tag=tag)
 
-    tagged = ctx.act("add_tag", lambda: add_tag(tag, public_id, resource_type, delivery_type),
-                     public_id=public_id, tag=tag)
-    if tagged is not None and public_id not in tagged:
+    tagged = ctx.act("add_tag", lambda: add_tag(tag, asset), public_id=asset.public_id, tag=tag)
+    if tagged is not None and asset.public_id not in tagged:
         return ctx.ignored("the asset no longer exists", tag=tag)
     return ctx.done(tag=tag)
 
@@ -37,7 +35,7 @@ handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry 
 app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI host
 
 
-def add_tag(tag: str, public_id: str, resource_type: str, delivery_type: str) -> list[str]:
+def add_tag(tag: str, asset: AssetRef) -> list[str]:
     """Add the tag with the Upload API's tags call: no read-modify-write of the tag list, so two
     notifications (or a person editing tags meanwhile) cannot lose each other's tags."""
     from shared import cloudinary_api
@@ -45,8 +43,8 @@ def add_tag(tag: str, public_id: str, resource_type: str, delivery_type: str) ->
     sdk = cloudinary_api.sdk()
     try:
         with cloudinary_api.calling("tags/add"):
-            result = sdk.uploader.add_tag(tag, [public_id], resource_type=resource_type, type=delivery_type,
-                                          timeout=cloudinary_api.timeout())
+            result = sdk.uploader.add_tag(tag, [asset.public_id], resource_type=asset.resource_type,
+                                          type=asset.delivery_type, timeout=cloudinary_api.timeout())
     except cloudinary_api.AssetNotFound:
         return []  # deleted meanwhile: nothing to tag, and a retry would not change that
     return list(result.get("public_ids") or [])

@@ -18,11 +18,11 @@ always done, because what a dry run reports depends on it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
+from shared.assets import asset_named_by
 from shared.config import Settings
-from shared.errors import BadRequest, ConfigError, DependencyUnavailable
+from shared.errors import ConfigError, DependencyUnavailable
 
 TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
 if TYPE_CHECKING:
@@ -39,10 +39,6 @@ DEFAULT_REJECTED_TAG = "video_moderation_rejected"
 PUBLIC = [{"access_type": "anonymous"}]
 RESTRICTED = [{"access_type": "token"}]
 
-# A delivery URL: [/<cloud>]/<resource_type>/<delivery type>/... (shared domains carry the cloud name,
-# private CDNs and CNAMEs do not).
-_DELIVERY_PATH = re.compile(r"^/(?:[^/]+/)?(image|video|raw)/([a-z_]+)/")
-_DELIVERY_TYPE = re.compile(r"^[a-z_]{1,40}$")
 
 # (Plain classes below, not dataclasses: importing ``dataclasses`` would slow every cold start.)
 
@@ -132,37 +128,8 @@ def video_named_by(payload: Mapping[str, Any]) -> Video:
     """The video a notification is about. ``resource_type``/``type`` may be missing (moderation
     notifications have neither): they are read from the delivery URL, else video/upload; the Admin API
     read settles it either way, since it is asked for exactly that asset."""
-    public_id = payload.get("public_id")
-    if not isinstance(public_id, str) or not public_id.strip():
-        raise BadRequest("The notification has no public_id.", code="missing_field")
-    from_url = _from_delivery_url(payload)
-    resource_type = _optional_text(payload, "resource_type") or from_url[0] or "video"
-    delivery_type = _optional_text(payload, "type") or from_url[1] or "upload"
-    if not _DELIVERY_TYPE.match(delivery_type):
-        raise BadRequest("The notification's type is not a delivery type.", code="bad_field")
-    asset_id = payload.get("asset_id")
-    return Video(public_id, delivery_type, resource_type, asset_id if isinstance(asset_id, str) else None)
-
-
-def _optional_text(payload: Mapping[str, Any], key: str) -> str | None:
-    value = payload.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"The notification's {key} has the wrong type.", code="bad_field")
-    return value
-
-
-def _from_delivery_url(payload: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    from urllib.parse import urlsplit  # here, not at module level: a rejected request never needs it
-
-    for key in ("secure_url", "url"):
-        url = payload.get(key)
-        if isinstance(url, str):
-            match = _DELIVERY_PATH.match(urlsplit(url).path)
-            if match:
-                return match.group(1), match.group(2)
-    return None, None
+    ref = asset_named_by(payload, resource_type="video", delivery_type="upload")
+    return Video(ref.public_id, ref.delivery_type, ref.resource_type, ref.asset_id)
 
 
 def needs_publishing(resource: Mapping[str, Any]) -> bool:

@@ -87,6 +87,53 @@ def test_html_body_escapes_what_the_payload_carries(configured):
     assert "<script>" not in html and "<img" not in html and "&lt;script&gt;" in html
 
 
+@pytest.mark.parametrize("url", [
+    "javascript:alert(document.cookie)", "JavaScript:alert(1)", " javascript:alert(1)", "data:text/html,<b>x</b>",
+    "vbscript:msgbox(1)", "file:///etc/passwd", "//evil.example/x.jpg", 'https://x.example/a" onclick="alert(1)',
+    "https://x.example/a\nb", "ftp://x.example/a.jpg",
+])
+def test_only_http_links_reach_the_email(configured, url):
+    configured.expect_oneshot_request(MAIL_PATH, method="POST").respond_with_data("", status=202)
+    payload = {"notification_type": "eager", "public_id": "webhooks/vase",
+               "eager": [{"transformation": "w_300", "format": "jpg", "secure_url": url},
+                         {"transformation": "w_600", "format": "jpg",
+                          "secure_url": "https://res.cloudinary.com/demo/image/upload/w_600/webhooks/vase.jpg"}]}
+
+    assert handle(signed_request(payload)).status == 200
+
+    message = sent_message(configured)
+    text, html = message["content"][0]["value"], message["content"][1]["value"]
+    assert html.count("<a href=") == 1 and 'href="https://res.cloudinary.com/demo/' in html
+    for dangerous in ("javascript", "JavaScript", "data:", "vbscript", "file:", "evil.example", "onclick", "ftp:"):
+        assert dangerous not in html and dangerous not in text
+
+
+@pytest.mark.parametrize("batch_id", ["b1\r\nBcc: victim@example.com", "b1\nX-Injected: 1", "b1\x00\x1b[2J",
+                                      "b1\u2028line"])
+def test_the_subject_is_one_line_whatever_the_payload(configured, batch_id):
+    configured.expect_oneshot_request(MAIL_PATH, method="POST").respond_with_data("", status=202)
+    payload = {"notification_type": "eager", "batch_id": batch_id,
+               "eager": [{"transformation": "w_300", "secure_url": "https://res.cloudinary.com/d/image/upload/a.jpg"}]}
+
+    assert handle(signed_request(payload)).status == 200
+
+    subject = sent_message(configured)["personalizations"][0].get("subject") or ""
+    subject = subject or json.loads(configured.log[0][0].get_data())["subject"]
+    assert subject.startswith("Cloudinary: 1 derived version of batch b1")
+    assert not any(character in subject for character in "\r\n\x00\x1b\u2028")
+
+
+@pytest.mark.parametrize("public_id", ["a\r\nBcc: victim@example.com", "a\x00", "javascript:alert(1)"])
+def test_a_public_id_no_asset_has_is_400_and_sends_nothing(configured, public_id):
+    payload = {"notification_type": "eager", "public_id": public_id,
+               "eager": [{"transformation": "w_300", "secure_url": "https://res.cloudinary.com/d/image/upload/a.jpg"}]}
+
+    response = handle(signed_request(payload))
+
+    assert response.status == 400 and response.body["error"] == "bad_field"
+    assert configured.log == []
+
+
 def test_upload_notification_is_ignored_without_sending(configured):
     response = handle(signed_request(sample("eager_email", "upload")))
 

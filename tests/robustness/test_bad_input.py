@@ -1026,3 +1026,54 @@ def test_the_guard_itself_catches_a_connection(outbound: Outbound, closed_port: 
         psycopg.connect(f"postgresql://robust:robust@127.0.0.1:{closed_port}/robust")
     assert outbound.attempts == [("connect", ("127.0.0.1", closed_port)), ("resolve", ("api.cloudinary.com", 443)),
                                  ("postgres", "database")]
+
+
+# --- hostile asset fields: what ends up in API paths and URLs is one of Cloudinary's values (issue 12) ---
+
+HOSTILE_FIELDS = [
+    ("resource_type", "image/../../other/image"), ("resource_type", "image/destroy?x="), ("resource_type", ["image"]),
+    ("resource_type", "IMAGE"), ("resource_type", "image\n"), ("resource_type", "auto"),
+    ("type", "upload/../../x"), ("type", "upload?x="), ("type", "../upload"), ("type", 7), ("type", "Upload"),
+    ("public_id", "http://127.0.0.1:18900/probe"), ("public_id", "https://evil.example/x.jpg"),
+    ("public_id", "//evil.example/x"), ("public_id", "a\r\nSubject: forged"), ("public_id", "a\x00b"),
+    ("public_id", "x" * 5000),
+]
+# asset_sync makes no Cloudinary call: it records what it is told (its own suite covers how it stores it).
+ACTING_FUNCTIONS = [name for name in FUNCTIONS if name != "asset_sync"]
+
+
+@pytest.mark.parametrize("name", ACTING_FUNCTIONS)
+def test_hostile_asset_fields_are_400_and_reach_no_api_path(name: str, outbound: Outbound, closed_port: int,
+                                                          httpserver: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import responses
+
+    function = load(name)
+    monkeypatch.setattr(function.module.handle, "clock", lambda: float(NOW))
+    endpoint = httpserver.url_for("").rstrip("/")
+    configure(monkeypatch, function, endpoint, closed_port)
+    outbound.allowed.add(("127.0.0.1", httpserver.port))
+    tried = 0
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as cdn:
+        cdn.add_passthru(endpoint)
+        world = World(httpserver, cdn)
+        for sample_name, raw in function.samples.items():
+            payload = json.loads(raw)
+            if payload.get("notification_type") not in function.module.handle.accepts or "public_id" not in payload:
+                continue
+            reads_before = sum(world.reads.values())
+            _, baseline = send(function, Wire("POST", signed_headers(raw), raw, "wsgi"))
+            if baseline.get("status") == "ignored" and sum(world.reads.values()) == reads_before:
+                continue  # the function never gets to the asset on this sample: nothing would reach a path
+            for key, value in HOSTILE_FIELDS:
+                body = json.dumps({**payload, key: value}).encode()
+                reads_before = sum(world.reads.values())
+                status, answer = send(function, Wire("POST", signed_headers(body), body, "wsgi"))
+                what = f"{name}/{sample_name} with {key}={value!r:.60}"
+                assert status == 400 and answer["error"] in ("bad_field", "missing_field"), (what, status, answer)
+                assert sum(world.reads.values()) == reads_before, f"{what}: Cloudinary was called"
+                assert not any("evil" in str(call.request.url) or "18900" in str(call.request.url)
+                               for call in cdn.calls), what
+                tried += 1
+                COUNTS["hostile asset fields: requests refused with 400"] += 1
+    assert world.writes == [] and outbound.unexpected() == []
+    assert tried >= len(HOSTILE_FIELDS), f"{name}: no sample it acts on carries a public_id"

@@ -218,3 +218,19 @@ def test_settings_read_the_mapping_live():
     settings = config.Settings("fn", environ)
     environ["A"] = "2"
     assert settings.get("A") == "2"
+
+
+@pytest.mark.parametrize("url", ["cloudinary://k:%20@demo", "cloudinary://k:%20%20%09@demo", "cloudinary://k:%00@demo",
+                                 "cloudinary://k:abc%00def@demo", "cloudinary://k:ab%0Acd@demo",
+                                 "cloudinary://%20:secret@demo"])
+def test_a_blank_or_control_character_secret_in_cloudinary_url_is_not_configured(url):
+    with pytest.raises(ConfigError):
+        config.cloudinary_credentials({"CLOUDINARY_URL": url})
+    with pytest.raises(ConfigError):
+        config.signing_secrets({"CLOUDINARY_URL": url})
+
+
+@pytest.mark.parametrize("extra", [" ", "\x00", "ab\ncd", "\t", " , \x7f"])
+def test_unusable_rotation_secrets_are_dropped(extra):
+    assert config.signing_secrets({"CLOUDINARY_NOTIFICATION_SECRETS": extra}) == []
+    assert config.signing_secrets({"CLOUDINARY_NOTIFICATION_SECRETS": f"{extra},good"}) == ["good"]

@@ -458,15 +458,15 @@ def test_rejected_signature_never_imports_the_sdk():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("notification", [
-    payload("moderation_rejected", public_id=None),
-    payload("moderation_rejected", public_id=""),
-    payload("upload_rejected", public_id=42),
+@pytest.mark.parametrize(("notification", "error"), [
+    (payload("moderation_rejected", public_id=None), "missing_field"),
+    (payload("moderation_rejected", public_id=""), "missing_field"),
+    (payload("upload_rejected", public_id=42), "bad_field"),
 ])
-def test_decided_notification_without_a_usable_public_id_is_400(cloudinary_server, notification):
+def test_decided_notification_without_a_usable_public_id_is_400(cloudinary_server, notification, error):
     response = handle(signed_request(notification))
 
-    assert response.status == 400 and response.body["error"] == "missing_field"
+    assert response.status == 400 and response.body["error"] == error
     assert cloudinary_server.log == []
 
 
