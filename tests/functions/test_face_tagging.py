@@ -436,6 +436,43 @@ def test_image_delivery_timeout_is_503(configured):
     assert response.status == 503 and rek.calls == [] and server.log == []
 
 
+@pytest.mark.parametrize("location", ["http://127.0.0.1:18900/probe", "https://evil.example/x.jpg",
+                                      "http://169.254.169.254/latest/meta-data/"])
+def test_a_redirect_from_the_cdn_is_not_followed(configured, location):
+    server, rek, cdn = configured
+    cdn.add(responses.GET, CDN, status=302, headers={"Location": location})
+    followed = cdn.add(responses.GET, location, body=photo(), content_type="image/jpeg")
+
+    response = handle(signed_request(sample("face_tagging", "upload")))
+
+    assert response.status == 200 and "cannot deliver it as a JPEG (302" in response.body["reason"]
+    assert followed.call_count == 0 and rek.calls == [] and server.log == []
+
+
+@pytest.mark.parametrize("public_id", ["http://127.0.0.1:18900/probe", "HTTPS://evil.example/x", "//evil.example/x",
+                                       "ftp://evil.example/x"])
+def test_a_public_id_that_is_a_url_is_400_and_fetches_nothing(configured, public_id):
+    server, rek, cdn = configured
+    serve_photo(cdn)
+
+    response = handle(signed_request({**json.loads(sample("face_tagging", "upload")), "public_id": public_id}))
+
+    assert response.status == 400 and response.body["error"] == "bad_field"
+    assert no_calls(server, rek, cdn)
+
+
+def test_only_the_accounts_delivery_host_is_fetched(configured, monkeypatch):
+    # Even a public ID that slips past the check cannot make the SDK's URL leave the account's host.
+    from functions.face_tagging import images
+
+    _, _, cdn = configured
+    serve_photo(cdn)
+    for url in ("https://evil.example/x.jpg", "http://127.0.0.1:18900/probe"):
+        with pytest.raises(images.ImageUnusable):
+            images.delivery_url(url, "image", "upload", None)  # the SDK hands such a "public ID" back as is
+    assert images.delivery_url("people/ana", "image", "upload", 3).startswith("https://res.cloudinary.com/")
+
+
 def test_an_asset_deleted_before_the_fetch_is_ignored(configured):
     server, rek, cdn = configured
     cdn.add(responses.GET, CDN, body=b"", status=404)
