@@ -5,7 +5,9 @@ For one video and the Google moderation status a notification (or a queue listin
 
     read the video's details (Admin API, 1 call)        404 -> ignored: the video is gone
     the details name another asset, or another status   -> ignored: nothing is written
-    approved  token-restricted  -> update access_control to anonymous (Admin API, 1 call)
+    approved  authenticated     -> rename to type upload, never overwriting (Upload API, 1 call), then
+                                   lift a token restriction if it has one (Admin API, 1 call)
+              token-restricted  -> update access_control to anonymous (Admin API, 1 call)
               already public    -> ignored
     rejected  on_reject=delete  -> destroy with invalidate (Upload API, 1 call)
               on_reject=keep    -> restrict to token if anything else could view it (Admin API, 1 call)
@@ -211,7 +213,20 @@ def settle(video: Video, claimed: str, policy: Policy, act: Act, *, can_read: bo
 
 
 def _publish(video: Video, resource: Mapping[str, Any] | None, act: Act, calls: Calls) -> Outcome:
-    if resource is not None and not needs_publishing(resource):
+    if video.delivery_type == "authenticated":
+        # Private by its type (how Cloudinary's own training uploads it): it becomes public by becoming an
+        # `upload` asset under the same public ID — never overwriting one that exists.
+        from shared.cloudinary_api import AssetConflict
+
+        try:
+            act("publish", lambda: rename_to_upload(video, calls), **video.describe(), to_type="upload")
+        except AssetConflict:
+            return Outcome("ignored", "a public asset with this public ID already exists; the approved video "
+                                      "stays authenticated (never overwritten)", calls)
+        video = Video(video.public_id, "upload", video.resource_type, video.asset_id)
+        if resource is None or not needs_publishing(resource):
+            return Outcome("done", calls=calls)
+    elif resource is not None and not needs_publishing(resource):
         return Outcome("ignored", "the video is already public", calls)
     act("publish", lambda: set_access_control(video, PUBLIC, calls), **video.describe(), access_control=PUBLIC)
     return Outcome("done", calls=calls)
@@ -274,6 +289,19 @@ def set_access_control(video: Video, rules: list[dict[str, str]], calls: Calls) 
     with cloudinary_call("resources/update"):
         return sdk.api.update(video.public_id, resource_type=video.resource_type, type=video.delivery_type,
                               access_control=rules, timeout=cloudinary_api.timeout())
+
+
+def rename_to_upload(video: Video, calls: Calls) -> Mapping[str, Any]:
+    """Upload API rename to type `upload` (not rate-limited), without overwrite, invalidating the CDN's copies
+    of the authenticated URLs."""
+    from shared import cloudinary_api
+
+    sdk = cloudinary_api.sdk()
+    calls.upload += 1
+    with cloudinary_call("rename"):
+        return sdk.uploader.rename(video.public_id, video.public_id, resource_type=video.resource_type,
+                                   type=video.delivery_type, to_type="upload", overwrite=False, invalidate=True,
+                                   timeout=cloudinary_api.timeout())
 
 
 def destroy(video: Video, calls: Calls) -> Mapping[str, Any]:

@@ -18,6 +18,7 @@ from tests.helpers import CLOUD_NAME
 ADMIN_RESOURCE = re.compile(rf"^/v1_1/{CLOUD_NAME}/resources/video/(upload|private|authenticated)/(.+)$")
 DESTROY_PATH = f"/v1_1/{CLOUD_NAME}/video/destroy"
 TAGS_PATH = f"/v1_1/{CLOUD_NAME}/video/tags"
+RENAME_PATH = f"/v1_1/{CLOUD_NAME}/video/rename"
 KIND = "google_video_moderation"
 
 
@@ -73,6 +74,7 @@ class FakeCloudinary:
         server.expect_request(ADMIN_RESOURCE).respond_with_handler(self._resource)
         server.expect_request(DESTROY_PATH, method="POST").respond_with_handler(self._destroy)
         server.expect_request(TAGS_PATH, method="POST").respond_with_handler(self._tags)
+        server.expect_request(RENAME_PATH, method="POST").respond_with_handler(self._rename)
 
     def add(self, resource: dict[str, Any]) -> dict[str, Any]:
         self.videos[(resource["type"], resource["public_id"])] = resource
@@ -97,6 +99,18 @@ class FakeCloudinary:
     def _destroy(self, request: Request) -> Response:
         key = (request.form.get("type") or "upload", request.form["public_id"])
         return json_response({"result": "ok" if self.videos.pop(key, None) else "not found"})
+
+    def _rename(self, request: Request) -> Response:
+        source = (request.form.get("type") or "upload", request.form["from_public_id"])
+        target = (request.form.get("to_type") or source[0], request.form["to_public_id"])
+        if source not in self.videos:
+            return json_response({"error": {"message": f"Resource not found - {source[1]}"}}, 404)
+        if target in self.videos and target != source and request.form.get("overwrite") not in ("1", "true"):
+            return json_response({"error": {"message": f"Resource already exists - {target[1]}"}}, 409)
+        resource = self.videos.pop(source)
+        resource.update(type=target[0], public_id=target[1])
+        self.videos[target] = resource
+        return json_response(resource)
 
     def _tags(self, request: Request) -> Response:
         assert request.form["command"] == "add"

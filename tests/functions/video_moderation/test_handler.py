@@ -16,6 +16,7 @@ import pytest
 from functions.video_moderation.handler import handle
 from tests.functions.video_moderation.fake_cloudinary import (
     DESTROY_PATH,
+    RENAME_PATH,
     TAGS_PATH,
     FakeCloudinary,
     details_path,
@@ -96,6 +97,50 @@ def test_approved_video_is_confirmed_then_made_public(cloudinary, cloudinary_ser
     assert_basic_auth(details)
     assert_publish_request(update, public_id)
     assert cloudinary.get(public_id)["access_control"] == [{"access_type": "anonymous"}]
+
+
+AUTHENTICATED = "ugc/training_run_authenticated"  # moderation_approved_authenticated.json
+
+
+@pytest.mark.parametrize("access_control", [[], [{"access_type": "token"}]])
+def test_approved_authenticated_video_becomes_an_upload_without_overwriting(cloudinary, cloudinary_server,
+                                                                           access_control):
+    # How Cloudinary's training uploads it: type authenticated, told by the URL (.../video/authenticated/s--..--/).
+    add(cloudinary, AUTHENTICATED, "approved", delivery_type="authenticated", access_control=access_control,
+        asset_id="5d7c0b1e3a9f4e2d8c6b4a2f0e1d3c5b")
+
+    response = handle(signed_request(sample("video_moderation", "moderation_approved_authenticated")))
+
+    assert response.status == 200 and response.body["status"] == "done", response.body
+    expected = [("GET", details_path(AUTHENTICATED, "authenticated")), ("POST", RENAME_PATH)]
+    if access_control:  # still token-restricted once it is an upload: lift that too
+        expected.append(("POST", details_path(AUTHENTICATED, "upload")))
+    assert wire(cloudinary_server) == expected
+    rename = form_fields(cloudinary_server.log[1][0])
+    assert rename["from_public_id"] == rename["to_public_id"] == AUTHENTICATED
+    assert rename["type"] == "authenticated" and rename["to_type"] == "upload"
+    assert rename["overwrite"] in ("0", "false") and rename["invalidate"] in ("1", "true")
+    assert cloudinary.get(AUTHENTICATED, "authenticated") is None
+    published = cloudinary.get(AUTHENTICATED, "upload")
+    assert published is not None and published["access_control"] in ([], [{"access_type": "anonymous"}])
+
+    # Cloudinary retries: the authenticated video is gone, nothing else is written.
+    again = handle(signed_request(sample("video_moderation", "moderation_approved_authenticated")))
+    assert again.status == 200 and again.body["status"] == "ignored"
+    assert writes(cloudinary_server) == [call for call in expected if call[0] == "POST"]
+
+
+def test_approved_authenticated_video_never_overwrites_a_public_namesake(cloudinary, cloudinary_server):
+    add(cloudinary, AUTHENTICATED, "approved", delivery_type="authenticated", access_control=[],
+        asset_id="5d7c0b1e3a9f4e2d8c6b4a2f0e1d3c5b")
+    add(cloudinary, AUTHENTICATED, "approved", delivery_type="upload", access_control=[], asset_id="f" * 32)
+
+    response = handle(signed_request(sample("video_moderation", "moderation_approved_authenticated")))
+
+    assert response.status == 200 and response.body["status"] == "ignored"
+    assert "never overwritten" in response.body["reason"]
+    assert cloudinary.get(AUTHENTICATED, "authenticated") is not None
+    assert cloudinary.get(AUTHENTICATED, "upload")["asset_id"] == "f" * 32
 
 
 def test_repeated_approval_finds_it_public_and_writes_nothing(cloudinary, cloudinary_server):

@@ -16,6 +16,7 @@ from tests.helpers import ROOT
 SAMPLES = ROOT / "functions" / "video_moderation" / "samples"
 EXPECTED = {
     "moderation_approved": ("moderation", "approved", "dry_run", ["check_status", "publish"]),
+    "moderation_approved_authenticated": ("moderation", "approved", "dry_run", ["check_status", "publish"]),
     "moderation_rejected": ("moderation", "rejected", "dry_run", ["check_status", "delete"]),
     "moderation_pending": ("moderation", "pending", "ignored", None),
     "upload_approved": ("upload", "approved", "dry_run", ["check_status", "publish"]),
@@ -36,7 +37,9 @@ def test_sample_shape(name):
     assert payload["notification_type"] == notification_type
     assert google_status(payload) == status
     where = video_named_by(payload)
-    assert (where.resource_type, where.delivery_type) == ("video", "upload")
+    # moderation notifications carry no type: the URL tells (.../video/authenticated/s--sig--/v1/...)
+    expected_type = "authenticated" if name.endswith("_authenticated") else "upload"
+    assert (where.resource_type, where.delivery_type) == ("video", expected_type)
     if notification_type == "upload":
         assert payload["access_control"] == [{"access_type": "token"}]  # uploaded as the README says
 
