@@ -12,6 +12,7 @@ from functions.video_moderation.moderation import Policy
 from functions.video_moderation.sweep import sweep
 from tests.functions.video_moderation.fake_cloudinary import (
     DESTROY_PATH,
+    RENAME_PATH,
     TAGS_PATH,
     FakeCloudinary,
     details_path,
@@ -89,13 +90,14 @@ def test_rejected_queue_first_then_approved(cloudinary: FakeCloudinary, cloudina
     assert wire(cloudinary_server) == [
         ("GET", queue_path("rejected")), ("GET", details_path("ugc/bad")), ("POST", DESTROY_PATH),
         ("GET", queue_path("approved")), ("GET", details_path("ugc/good", "authenticated")),
-        ("POST", details_path("ugc/good", "authenticated")),
+        ("POST", RENAME_PATH), ("POST", details_path("ugc/good", "upload")),  # authenticated -> upload, then public
     ]
     destroy = cloudinary_server.log[2][0].form
     assert destroy["public_id"] == "ugc/bad" and destroy["type"] == "upload" and destroy["invalidate"] == "1"
     assert cloudinary.get("ugc/bad") is None
-    assert cloudinary.get("ugc/good", "authenticated")["access_control"] == [{"access_type": "anonymous"}]
-    assert report.calls.admin == 5 and report.calls.upload == 1
+    assert cloudinary.get("ugc/good", "authenticated") is None
+    assert cloudinary.get("ugc/good", "upload")["access_control"] == [{"access_type": "anonymous"}]
+    assert report.calls.admin == 5 and report.calls.upload == 2
 
 
 def test_stops_at_max_videos_without_listing_more(cloudinary: FakeCloudinary, cloudinary_server):
