@@ -45,6 +45,10 @@ TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start mil
 if TYPE_CHECKING:
     from typing import Any
 
+# What a request may put into its log line and its answer: enough to find the asset, never a whole payload.
+MAX_LOGGED_CHARS = 200
+MAX_ECHOED_CHARS = 1024
+
 log = logging.getLogger("cloudinary_webhooks")
 if log.level == logging.NOTSET:
     # AWS Lambda's root logger stops at WARNING; the one line per request is INFO and must get through.
@@ -207,7 +211,7 @@ class Webhook:
         try:
             notification = self._accept(request)
             if notification.type not in self.accepts and ANY_TYPE not in self.accepts:
-                reason = f"notification_type {notification.type!r} is not handled by {self.name}"
+                reason = f"notification_type {notification.type[:MAX_LOGGED_CHARS]!r} is not handled by {self.name}"
                 return self._finish(Response(200, {"status": "ignored", "reason": reason}),
                                     notification, context, "ignored", started)
             context = self._context(request)
@@ -287,7 +291,7 @@ class Webhook:
             body = {"status": "dry_run" if context.dry_run else "done", "actions": context.actions}
         for key, value in result.details.items():
             body.setdefault(key, value)  # a detail named "status" must not falsify the outcome
-        return Response(200, body)
+        return Response(200, _capped(body, MAX_ECHOED_CHARS))
 
     def _error_response(self, error: WebhookError) -> Response:
         return Response(error.status, error.body(), dict(error.headers))
@@ -316,16 +320,30 @@ class Webhook:
                   started: float, extra: Mapping[str, Any] | None = None, exc_info: bool = False) -> None:
         line = {
             "function": self.name,
-            "notification_type": notification_type,
-            "public_id": public_id,
+            "notification_type": _capped(notification_type, MAX_LOGGED_CHARS),
+            "public_id": _capped(public_id, MAX_LOGGED_CHARS),
             "outcome": outcome,
             "status": status,
             "ms": round((time.perf_counter() - started) * 1000, 1),
         }
         for key, value in (extra or {}).items():
-            line.setdefault(key, value)  # a function's note named "status" must not falsify the line
+            line.setdefault(key, _capped(value, MAX_LOGGED_CHARS))  # a note named "status" cannot falsify it
         level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         log.log(level, json.dumps(line, ensure_ascii=False, default=str), exc_info=exc_info)
+
+
+def _capped(value: Any, limit: int, depth: int = 0) -> Any:
+    """``value`` with every string cut to ``limit`` characters (nested lists and objects too): a signed
+    payload may hold a 1 MiB public_id, which must not go whole into a log line or back to the caller."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"…(+{len(value) - limit} chars)"
+    if depth >= 4:
+        return value
+    if isinstance(value, dict):
+        return {key: _capped(item, limit, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_capped(item, limit, depth + 1) for item in value]
+    return value
 
 
 ANY_TYPE = "*"  # in ``accepts``: every notification type, including ones Cloudinary adds later

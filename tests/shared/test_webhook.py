@@ -722,3 +722,21 @@ def test_a_detail_json_cannot_encode_does_not_turn_finished_work_into_a_crash(mo
 
     assert answer.status == 200 and answer.body["when"] == "2026-01-02 03:04:05+00:00"
     assert performed == [("write", "folder/sample")]
+
+
+# --- what a request may put into the log and the answer: capped (issue 12) ---------------------------
+
+@pytest.mark.parametrize(("field", "mode"), [("public_id", None), ("public_id", "ignore"),
+                                             ("notification_type", None), ("public_id", "unavailable")])
+def test_a_huge_field_is_capped_in_the_log_line_and_the_answer(send, field, mode, log_records):
+    payload = {"notification_type": "upload", "public_id": "shop/chair"}
+    if mode:
+        payload["mode"] = mode
+    payload[field] = "x" * (1000 * 1000)  # just under the body limit
+    answer = send(payload)
+
+    encoded_answer = json.dumps(answer.body)
+    assert len(encoded_answer) < 4096, f"{len(encoded_answer)} characters echoed"
+    [record] = log_records()
+    assert len(record.getMessage()) < 2048
+    assert "chars)" in record.getMessage()  # says it was cut, and by how much
