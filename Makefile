@@ -1,8 +1,12 @@
-# The two commands of the quick start. Each creates or refreshes .venv by itself.
-.PHONY: serve test bench lint
+# `make` serves, as `make serve` does; `make help` lists the targets. Each creates or refreshes .venv by itself.
+# Only a command-line value changes these (`make serve PORT=8899`), not a PORT left in the environment.
+HOST = 127.0.0.1
+PORT = 8888
 
-serve:  ## run every function on http://127.0.0.1:8888 (demo mode when nothing is configured)
-	@bash scripts/serve.sh
+.PHONY: serve test bench lint help
+
+serve:  ## run every function on http://127.0.0.1:8888 (demo mode when nothing is configured); PORT=8899 HOST=0.0.0.0 to change
+	@bash scripts/serve.sh --host '$(HOST)' --port '$(PORT)'
 
 test:  ## lint and run the whole test suite (starts a throwaway PostgreSQL for asset_sync)
 	@bash scripts/test.sh
@@ -10,5 +14,8 @@ test:  ## lint and run the whole test suite (starts a throwaway PostgreSQL for a
 bench:  ## regenerate BENCHMARKS.md
 	@bash scripts/bench.sh
 
-lint:
+lint:  ## ruff on the whole project
 	@bash -c 'source scripts/venv.sh && .venv/bin/ruff check .'
+
+help:  ## list these targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  make %-6s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)

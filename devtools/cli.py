@@ -4,28 +4,35 @@
     send    sign a sample notification exactly as Cloudinary does and POST it
     new     start a new function from a template (hello_tag by default)
     check   which environment variables each function needs, and whether they are set
+
+The commands speak to a person at a terminal: an error is one line on stderr and exit status 2, never a
+traceback (``CliError``), and whatever a request, an answer or a payload carries is printed escaped
+(``serving.printable``). The development server itself is ``devtools.serving``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import http.client
 import importlib
+import ipaddress
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import sys
-import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from devtools import serving
+from devtools.serving import ROUTE_PREFIXES, Router, printable  # noqa: F401 - Router, ROUTE_PREFIXES: imported from here
 from shared import config, verify
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +41,17 @@ TESTS_DIR = PROJECT_ROOT / "tests" / "functions"
 DEMO_SECRET_FILE = PROJECT_ROOT / ".local" / "demo-signing-secret"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
-ROUTE_PREFIXES = ("/.netlify/functions/", "/api/")
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,40}$")
+
+
+class CliError(SystemExit):
+    """A command cannot do what it was asked: ``main`` prints the message as one line and exits 2.
+
+    (A ``SystemExit``, so that code calling a command outside ``main`` still stops with the message.)"""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 # --- discovering functions ------------------------------------------------------------------------
@@ -48,7 +64,7 @@ def function_names() -> list[str]:
 def _check_name(name: str) -> None:
     """An existing function's name, or a clear exit."""
     if name not in function_names():
-        raise SystemExit(f"No function named {name!r}. Functions: {', '.join(function_names())}")
+        raise CliError(f"No function named {name!r}. Functions: {', '.join(function_names())}")
 
 
 # Names a new function cannot take: its files would not parse (keywords) or its module would shadow one the
@@ -62,12 +78,12 @@ def check_new_name(name: str) -> None:
     import keyword
 
     if not _NAME_PATTERN.match(name):
-        raise SystemExit("NAME must be snake_case: lower-case letters, digits and _, starting with a letter "
+        raise CliError("NAME must be snake_case: lower-case letters, digits and _, starting with a letter "
                          "(2 to 41 characters).")
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise SystemExit(f"{name!r} is a Python keyword: `import functions.{name}` would not parse. Pick another.")
+        raise CliError(f"{name!r} is a Python keyword: `import functions.{name}` would not parse. Pick another.")
     if name in sys.stdlib_module_names or name in PROJECT_MODULES:
-        raise SystemExit(f"{name!r} is the name of a module the project imports ({name}); a function of that "
+        raise CliError(f"{name!r} is the name of a module the project imports ({name}); a function of that "
                          "name would shadow it. Pick another, e.g. "
                          f"{name}_hook.")
 
@@ -75,7 +91,7 @@ def check_new_name(name: str) -> None:
 def load_webhook(name: str) -> Any:
     """The ``Webhook`` object of ``functions/<name>/handler.py`` (its ``handle``)."""
     if name not in function_names():
-        raise SystemExit(f"No function named {name!r}. Functions: {', '.join(function_names())}")
+        raise CliError(f"No function named {name!r}. Functions: {', '.join(function_names())}")
     return importlib.import_module(f"functions.{name}.handler").handle
 
 
@@ -107,86 +123,27 @@ def enter_demo_mode_if_unconfigured() -> bool:
     return True
 
 
-# --- serve ----------------------------------------------------------------------------------------
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # Ctrl-C stops the server even while a request is in flight
-    allow_reuse_address = True
-    request_queue_size = 128  # the default backlog of 5 resets connections under a burst of notifications
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # the router prints its own line
-        pass
-
-
-def _json_reply(start_response: Callable[..., Any], status: str, body: dict[str, Any],
-                extra_headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
-    payload = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
-                            *extra_headers])
-    return [payload]
-
-
-class Router:
-    """A WSGI app serving ``functions/<name>`` at ``/.netlify/functions/<name>`` and ``/api/<name>``."""
-
-    def __init__(self, names: Iterable[str], out: Callable[[str], None] | None = None) -> None:
-        self.names = set(names)
-        self.out = out
-
-    def route(self, path: str) -> str | None:
-        for prefix in ROUTE_PREFIXES:
-            if path.startswith(prefix):
-                name = path[len(prefix):].strip("/")
-                return name if name in self.names else None
-        return None
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        started = time.perf_counter()
-        path = environ.get("PATH_INFO", "/")
-        method = environ.get("REQUEST_METHOD", "GET")
-        name = self.route(path)
-        seen: dict[str, str] = {}
-
-        def remember_status(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            seen["status"] = status.split(" ", 1)[0]
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
-        if name is None:
-            if path in ("/", "") and method == "GET":
-                chunks = _json_reply(remember_status, "200 OK", {"functions": {
-                    n: [f"/.netlify/functions/{n}", f"/api/{n}"] for n in sorted(self.names)}})
-            else:
-                chunks = _json_reply(remember_status, "404 Not Found",
-                                     {"error": "not_found", "message": f"No function at {path}."})
-        else:
-            app = importlib.import_module(f"functions.{name}.handler").app
-            chunks = list(app(environ, remember_status))
-        if self.out:
-            outcome = ""
-            with contextlib.suppress(ValueError, AttributeError):
-                answer = json.loads(b"".join(chunks))
-                outcome = answer.get("status") or answer.get("error", "")
-            elapsed = (time.perf_counter() - started) * 1000
-            self.out(f"{time.strftime('%H:%M:%S')}  {method} {path}  {seen.get('status', '?')} {outcome}  "
-                     f"{elapsed:.1f} ms")
-        return chunks
-
+# --- serve ---------------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(serving.PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     # The router prints one readable line per request; the functions' JSON lines only when asked,
     # except errors (5xx and their tracebacks), which always show.
     logging.getLogger("cloudinary_webhooks").setLevel(logging.INFO if args.log_json else logging.ERROR)
-    demo = enter_demo_mode_if_unconfigured()
     names = function_names()
     router = Router(names, out=lambda line: print(line, flush=True))
-    server = make_server(args.host, args.port, router, server_class=_ThreadingWSGIServer,
-                         handler_class=_QuietHandler)
-    base = f"http://{args.host}:{server.server_port}"
+    try:
+        server = serving.make_dev_server(args.host, args.port, router, read_timeout=args.read_timeout,
+                                         max_connections=args.max_connections)
+    except OSError as error:
+        raise CliError(listen_error(args.host, args.port, error)) from None
+    demo = enter_demo_mode_if_unconfigured()
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    base = f"http://{host}:{server.server_port}"
     print(f"Serving {len(names)} function(s) on {base}")
     for name in names:
         webhook = load_webhook(name)
@@ -214,26 +171,70 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def listen_error(host: str, port: int, error: OSError) -> str:
+    """Why the server cannot listen on host:port, and what to type instead, in one line."""
+    if error.errno == errno.EADDRINUSE:
+        return (f"port {port} is in use on {host} (another server, perhaps a `serve` already running) — "
+                f"use another: {_serve_command(port=_free_port_near(host, port))}")
+    if error.errno == errno.EACCES:
+        return (f"port {port} needs administrator rights on this machine (ports below 1024 do) — "
+                f"use another: {_serve_command(port=DEFAULT_PORT if port != DEFAULT_PORT else 8080)}")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (f"{host} is not an address of this machine — use {_serve_command(host='127.0.0.1')} (this machine "
+                f"only) or {_serve_command(host='0.0.0.0')} (every network interface)")  # noqa: S104 - a suggestion
+    if isinstance(error, socket.gaierror):
+        return f"cannot listen on {host}: no such host ({error.strerror}) — try {_serve_command(host='127.0.0.1')}"
+    return f"cannot listen on {host}:{port}: {error.strerror or error}"
+
+
+def _serve_command(port: int | None = None, host: str | None = None) -> str:
+    """The command that does it, in the form the person typed: `make serve PORT=...` under make."""
+    if os.environ.get("MAKELEVEL"):  # GNU make sets it for its recipes: `make serve` started us
+        return f"`make serve {f'PORT={port}' if port is not None else f'HOST={host}'}`"
+    return f"`python -m shared serve {f'--port {port}' if port is not None else f'--host {host}'}`"
+
+
+def _free_port_near(host: str, port: int) -> int | str:
+    """A port after ``port`` that nobody listens on right now, to suggest; 0 (any free port) if none."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for candidate in range(port + 1, min(port + 50, 65536)):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
+    return 0
+
+
 # --- send -----------------------------------------------------------------------------------------
 
 def sample_path(name: str, sample: str | None) -> Path:
+    """``sample`` as a file, else as the name of one of the function's samples; none given: the sample of
+    a type the function accepts."""
+    _check_name(name)
     samples_dir = FUNCTIONS_DIR / name / "samples"
     if sample:
-        candidate = Path(sample)
+        candidate = Path(sample).expanduser()
         if candidate.is_file():
             return candidate
+        if candidate.is_dir():
+            raise CliError(f"{sample!r} is a folder; give a JSON file or a sample name.")
+        if os.sep in sample or "/" in sample or sample.startswith(("~", ".")):
+            raise CliError(f"{sample!r}: file not found.")
         named = samples_dir / (sample if sample.endswith(".json") else f"{sample}.json")
         if named.is_file():
             return named
         available = ", ".join(path.stem for path in sorted(samples_dir.glob("*.json")))
-        raise SystemExit(f"No sample {sample!r} for {name}. Samples: {available or 'none'}")
+        raise CliError(f"{sample!r}: file not found, and {name} has no sample of that name. "
+                       f"Samples: {available or 'none'}")
     webhook = load_webhook(name)
     for accepted in [*sorted(webhook.accepts), "upload"]:  # a function of every type ("*"): its upload
         if (samples_dir / f"{accepted}.json").is_file():
             return samples_dir / f"{accepted}.json"
     found = sorted(samples_dir.glob("*.json"))
     if not found:
-        raise SystemExit(f"{name} has no samples in {samples_dir}")
+        raise CliError(f"{name} has no samples in {samples_dir}")
     return found[0]
 
 
@@ -246,35 +247,73 @@ def signing_secret_for_send() -> str:
     return local
 
 
+def check_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host and a valid port; otherwise a ``CliError`` saying so."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number from 0 to 65535
+    except ValueError as error:
+        raise CliError(f"--url {url!r} is not a valid URL ({error}).") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise CliError(f"--url {url!r} is not an http:// or https:// URL: send only POSTs to a web address.")
+    if not parts.hostname:
+        raise CliError(f"--url {url!r} names no host, e.g. https://example.com/api/NAME.")
+    return url
+
+
+def _http_opener() -> urllib.request.OpenerDirector:
+    """urllib for http(s) only: no file:, ftp: or data: handler, and redirects not followed (a notification is
+    POSTed where it is sent, as Cloudinary does; a 3xx is shown as the answer it is)."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(), urllib.request.HTTPHandler(),
+                    urllib.request.HTTPSHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
 def post_signed(url: str, body: bytes, secret: str, algorithm: str = "sha1",
                 timeout: float = 25.0) -> tuple[int, bytes]:
     headers = {**verify.signed_headers(body, secret, algorithm=algorithm), "User-Agent": "Cloudinary"}
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - the user's URL
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _http_opener().open(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    if args.url:
+        check_url(args.url)
     path = sample_path(args.name, args.sample)
-    body = path.read_bytes()  # sent and signed byte for byte, as Cloudinary signs what it sends
+    try:
+        body = path.read_bytes()  # sent and signed byte for byte, as Cloudinary signs what it sends
+    except OSError as error:
+        raise CliError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
     url = args.url or f"http://{DEFAULT_HOST}:{args.port}/api/{args.name}"
     try:
         status, answer = post_signed(url, body, signing_secret_for_send(), args.algorithm)
-    except (urllib.error.URLError, OSError) as error:
-        print(f"Could not reach {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
-        if not args.url:
-            print("Is the local server running? Start it with: python -m shared serve", file=sys.stderr)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        hint = "" if args.url else " Is the local server running? Start it with: python -m shared serve"
+        print(printable(f"Could not reach {url}: {reason}.{hint}"), file=sys.stderr)
         return 2
-    print(f"POST {url}  ({path.name}, {len(body)} bytes, signed {args.algorithm})")
+    print(printable(f"POST {url}  ({path.name}, {len(body)} bytes, signed {args.algorithm})"))
     print(f"-> {status}")
-    try:
-        print(json.dumps(json.loads(answer), indent=2, ensure_ascii=False))
-    except ValueError:
-        print(answer.decode("utf-8", "replace"))
+    print(printable_answer(answer))
     return 0 if status == 200 else 1
+
+
+def printable_answer(answer: bytes) -> str:
+    """An answer's body for the terminal: JSON pretty-printed, anything else indented under the status line;
+    whatever the server sent, no control character reaches the terminal."""
+    try:
+        # json.dumps escapes C0 controls inside strings, so a raw newline in its output is layout, kept
+        return printable(json.dumps(json.loads(answer), indent=2, ensure_ascii=False), keep="\n")
+    except (ValueError, RecursionError):
+        lines = answer.decode("utf-8", "replace").split("\n")
+        return "\n".join(f"  {printable(line)}" for line in lines)
 
 
 # --- new ------------------------------------------------------------------------------------------
@@ -283,10 +322,10 @@ def cmd_new(args: argparse.Namespace) -> int:
     name, template = args.name, args.template
     check_new_name(name)
     if template not in function_names():
-        raise SystemExit(f"No template {template!r}. Functions: {', '.join(function_names())}")
+        raise CliError(f"No template {template!r}. Functions: {', '.join(function_names())}")
     target = FUNCTIONS_DIR / name
     if target.exists():
-        raise SystemExit(f"{target.relative_to(PROJECT_ROOT)} already exists; nothing changed.")
+        raise CliError(f"{target.relative_to(PROJECT_ROOT)} already exists; nothing changed.")
 
     def rename(text: str) -> str:
         return text.replace(template, name).replace(template.upper(), name.upper())
@@ -351,7 +390,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
     names = function_names() if args.all else args.names
     if not names:
-        raise SystemExit("Name one or more functions, or use --all.")
+        raise CliError("Name one or more functions, or use --all.")
     for name in names:
         _check_name(name)
     out_dir = Path(args.out).resolve()
@@ -386,17 +425,65 @@ def cmd_deploy_files(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.name not in function_names():
-        raise SystemExit(f"No function named {args.name!r}. Functions: {', '.join(function_names())}")
+        raise CliError(f"No function named {args.name!r}. Functions: {', '.join(function_names())}")
     if not (FUNCTIONS_DIR / args.name / "__main__.py").exists():
-        raise SystemExit(f"{args.name} has no commands of its own.")
+        raise CliError(f"{args.name} has no commands of its own.")
     module = importlib.import_module(f"functions.{args.name}.__main__")
     return int(module.main(args.arguments) or 0)
 
 
 # --- entry ----------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (plus the usage when no command was given: the list of commands
+    is then what the person needs), exit status 2."""
+
+    def error(self, message: str) -> Any:
+        usage = self.format_usage() if message.endswith("required: COMMAND") else ""
+        self.exit(2, f"{usage}{printable(f'{self.prog}: error: {message} (see `{self.prog} --help`)')}\n")
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: any free port)."""
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def host_name(text: str) -> str:
+    """An IP address or a host name, checked before any lookup: no DNS query for something that cannot be one."""
+    host = text.strip()
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host))
+    labels = host.rstrip(".").split(".")
+    if (0 < len(host) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+            and not labels[-1].isdigit()):  # "999.1.1.1" is a mistyped address, not a name
+        return host
+    raise argparse.ArgumentTypeError(f"{text!r} is neither an IP address nor a host name "
+                                     "(e.g. 127.0.0.1, 0.0.0.0, ::1, localhost)")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 86400:  # rejects nan too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def positive_count(text: str) -> int:
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m shared",
         description="Run, try, copy and check the Cloudinary webhook functions locally.",
         epilog="Start with `python -m shared serve` in one terminal and `python -m shared send hello_tag` "
@@ -407,9 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve every function locally (demo mode when unconfigured)",
                                 description="Serve every function at /.netlify/functions/NAME and /api/NAME.")
-    serve.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default %(default)s)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default %(default)s; 0 = any)")
+    serve.add_argument("--host", type=host_name, default=DEFAULT_HOST,
+                       help="address to listen on (default %(default)s: this machine only)")
+    serve.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="port (default %(default)s; 0 = any)")
     serve.add_argument("--log-json", action="store_true", help="also print each function's JSON log line")
+    serve.add_argument("--read-timeout", type=positive_seconds, default=serving.DEFAULT_READ_TIMEOUT,
+                       metavar="SECONDS", help="time for a whole request to arrive (default %(default)g)")
+    serve.add_argument("--max-connections", type=positive_count, default=serving.DEFAULT_MAX_CONNECTIONS,
+                       metavar="N", help="requests handled at once; more wait their turn (default %(default)s)")
     serve.set_defaults(run=cmd_serve)
 
     send = commands.add_parser("send", help="sign a sample notification as Cloudinary does and POST it",
@@ -417,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "is CLOUDINARY_URL's api_secret, else the local demo secret.")
     send.add_argument("name", help="function name, e.g. eager_email")
     send.add_argument("sample", nargs="?", help="sample name from functions/NAME/samples, or a JSON file")
-    send.add_argument("--url", help="where to POST (default: the local server's /api/NAME)")
-    send.add_argument("--port", type=int, default=DEFAULT_PORT, help="local server port (default %(default)s)")
+    send.add_argument("--url", help="where to POST, an http(s) URL (default: the local server's /api/NAME)")
+    send.add_argument("--port", type=port_number, default=DEFAULT_PORT,
+                      help="local server port (default %(default)s)")
     send.add_argument("--algorithm", choices=("sha1", "sha256"), default="sha1", help="signature hash")
     send.set_defaults(run=cmd_send)
 
@@ -467,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except CliError as error:  # for a person at a terminal: one line, no traceback
+        print(printable(str(error.message)), file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `... | head`: the reader has gone, which is not an error of ours
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt:
+        return 130

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from shared.errors import BadRequest, PayloadTooLarge
+from shared.errors import BadRequest, PayloadTooLarge, WebhookError
 
 TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
 if TYPE_CHECKING:
@@ -102,9 +102,24 @@ class Response:
         return {"Content-Type": "application/json; charset=utf-8", **self.headers}
 
 
+class RequestTimeout(WebhookError):
+    """408: the body did not arrive in time (a WSGI server's read timeout)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class LengthRequired(WebhookError):
+    """411: a body sent without a Content-Length that the WSGI server did not decode (chunked)."""
+
+    status = 411
+    code = "length_required"
+
+
 REASON_PHRASES = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-                  405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
-                  500: "Internal Server Error", 503: "Service Unavailable"}
+                  405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
+                  413: "Payload Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
+                  500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
 
 
 # --- AWS Lambda (API Gateway v1 and v2, Function URLs) and Netlify-shaped events ---------------------
@@ -160,7 +175,9 @@ def request_from_lambda_event(event: Mapping[str, Any]) -> Request:
     query = {str(k): str(v) for k, v in query_source.items()} if isinstance(query_source, Mapping) else {}
     host = context.get("domainName") or headers.get("host")
     scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip() or "https"
-    return Request(method=method.upper(), path=path, headers=headers, body=body, query=query,
+    # The method as sent: HTTP methods are case-sensitive (RFC 9110 9.1), "post" is not POST. API Gateway,
+    # Function URLs and Netlify already send the upper-case names.
+    return Request(method=method, path=path, headers=headers, body=body, query=query,
                    host=str(host) if host else None, scheme=scheme)
 
 
@@ -202,7 +219,11 @@ def _wsgi_headers(environ: Mapping[str, Any]) -> Headers:
 
 
 def request_from_wsgi(environ: Mapping[str, Any], max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Request:
-    """Build a ``Request`` from a WSGI environ, reading at most ``max_body_bytes`` + 1 bytes."""
+    """Build a ``Request`` from a WSGI environ, reading at most ``max_body_bytes`` + 1 bytes.
+
+    The body is framed by CONTENT_LENGTH, or by the end of ``wsgi.input`` when the server says it decoded the
+    framing itself (``wsgi.input_terminated``: chunked bodies on gunicorn, werkzeug, the local server). A
+    Transfer-Encoding the server left to us is 411: its raw bytes are not the body that was signed."""
     headers = _wsgi_headers(environ)
     length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
     stream = environ.get("wsgi.input")
@@ -213,15 +234,17 @@ def request_from_wsgi(environ: Mapping[str, Any], max_body_bytes: int = DEFAULT_
         if length > max_body_bytes:
             # Refuse before reading: a huge body never reaches memory.
             raise PayloadTooLarge(f"The body is over {max_body_bytes} bytes.")
-        body = stream.read(length) if stream is not None and length else b""
+        body = _read_body(stream, length, exact=True) if stream is not None and length else b""
     elif stream is not None and environ.get("wsgi.input_terminated"):
-        body = stream.read(max_body_bytes + 1)
+        body = _read_body(stream, max_body_bytes + 1, exact=False)
+    elif headers.get("transfer-encoding", "").strip().lower() not in ("", "identity"):
+        raise LengthRequired("Send the body with a Content-Length: this server cannot read a chunked body.")
     else:
         body = b""
     host = headers.get("x-forwarded-host") or headers.get("host") or environ.get("SERVER_NAME")
     scheme = (headers.get("x-forwarded-proto") or str(environ.get("wsgi.url_scheme", "http"))).split(",")[0]
     return Request(
-        method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
+        method=str(environ.get("REQUEST_METHOD", "GET")),  # as sent: "post" is not POST (RFC 9110 9.1)
         path=str(environ.get("PATH_INFO") or "/"),
         headers=headers,
         body=body,
@@ -231,6 +254,29 @@ def request_from_wsgi(environ: Mapping[str, Any], max_body_bytes: int = DEFAULT_
     )
 
 
+def _read_body(stream: Any, size: int, exact: bool) -> bytes:
+    """Up to ``size`` bytes of ``stream``; with ``exact``, all of them or a 400. A stream may return less than
+    asked before its end (a socket does), so read until it has given ``size`` bytes or b"" (its end).
+
+    The connection can fail under the read (the client reset it, the server's read timeout): that is an
+    answer to the client, 400 or 408, never an exception out of the app."""
+    chunks: list[bytes] = []
+    remaining = size
+    try:
+        while remaining > 0:
+            chunk = stream.read(remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except TimeoutError:
+        raise RequestTimeout("The body did not arrive in time.") from None
+    except OSError:
+        raise BadRequest("The connection failed while the body was being read.", code="incomplete_body") from None
+    if exact and remaining > 0:
+        raise BadRequest(f"The body ended after {size - remaining} of its {size} bytes (Content-Length).",
+                         code="incomplete_body")
+    return b"".join(chunks)
 
 
 def wsgi_reply(response: Response, start_response: Callable[..., Any]) -> list[bytes]:

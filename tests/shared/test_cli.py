@@ -20,11 +20,10 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from wsgiref.simple_server import make_server
 
 import pytest
 
-from devtools import cli
+from devtools import cli, serving
 from shared import config, verify
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -126,10 +125,9 @@ def test_demo_secret_is_not_created_when_not_asked(demo_secret_file):
 
 @pytest.fixture
 def server(demo_mode) -> Iterator[tuple[str, int, list[str]]]:
-    """The Router on a real threaded WSGI server on a free port, in a background thread."""
+    """The Router on the development server (devtools.serving) on a free port, in a background thread."""
     lines: list[str] = []
-    httpd = make_server("127.0.0.1", 0, cli.Router(cli.function_names(), out=lines.append),
-                        server_class=cli._ThreadingWSGIServer, handler_class=cli._QuietHandler)
+    httpd = serving.make_dev_server("127.0.0.1", 0, serving.Router(cli.function_names(), out=lines.append))
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -412,14 +410,15 @@ def test_new_refuses_bad_or_taken_names_and_changes_nothing(tmp_path, name, mess
 
     completed = run_cli("new", name, cwd=repo)
 
-    assert completed.returncode == 1 and message in completed.stderr
+    assert completed.returncode == 2 and message in completed.stderr  # a CLI error: one line, exit 2
+    assert len(completed.stderr.splitlines()) == 1 and "Traceback" not in completed.stderr
     assert sorted(path.name for path in (repo / "functions").iterdir()) == before
 
 
 def test_new_from_an_unknown_template(tmp_path):
     repo = copy_of_the_repository(tmp_path / "repo")
     completed = run_cli("new", "my_func", "--from", "nope", cwd=repo)
-    assert completed.returncode == 1 and "No template 'nope'" in completed.stderr
+    assert completed.returncode == 2 and "No template 'nope'" in completed.stderr
     assert not (repo / "functions" / "my_func").exists()
 
 

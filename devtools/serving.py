@@ -1,0 +1,435 @@
+"""The development server behind ``python -m shared serve``: every function on one local HTTP server.
+
+Kept apart from the commands (``devtools.cli``), as pallets keep ``serving.py`` apart from their CLI, and
+never bundled with a function: production runs each function's ``app`` or ``handler`` on its platform.
+
+- ``Router``: a WSGI app serving ``functions/<name>`` at ``/.netlify/functions/<name>`` and ``/api/<name>``,
+  printing one line per request.
+- ``DevServer`` / ``make_dev_server``: a threaded wsgiref server that a slow or broken client cannot hold:
+  the whole request must arrive within ``read_timeout`` seconds, at most ``max_connections`` requests are
+  handled at once (the others wait in the listen backlog), and HTTP framing is checked before any function
+  runs: conflicting Content-Length or Content-Type headers are 400, a chunked body is decoded, any other
+  Transfer-Encoding is 501, HEAD answers carry no body.
+- ``printable``: what the server and the CLI print of a request or a payload, with every control character
+  escaped, so a path with ``%0a`` cannot forge a log line and an escape sequence cannot rewrite the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import importlib
+import io
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+ROUTE_PREFIXES = ("/.netlify/functions/", "/api/")
+DEFAULT_READ_TIMEOUT = 10.0  # seconds for a whole request (line, headers and body) to arrive
+DEFAULT_MAX_CONNECTIONS = 64  # requests handled at once; more wait in the listen backlog
+LINGER_SECONDS = 2.0  # after answering, how long unread request bytes are drained so the client sees the answer
+LINGER_BYTES = 8 * 1024 * 1024
+
+log = logging.getLogger("devtools.serving")
+
+
+# --- printing what a request carries --------------------------------------------------------------
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_JOINERS = {"\u200c", "\u200d"}  # zero-width (non-)joiner: part of how Persian, Indic and emoji text is written
+
+
+def _unsafe(char: str) -> bool:
+    """C0 and C1 controls and DEL (Cc), line and paragraph separators (Zl, Zp: U+2028, U+2029), lone
+    surrogates (Cs: no terminal can print them) and invisible format characters (Cf: bidi overrides that
+    reorder a line on screen, tag characters that hide text), the joiners excepted."""
+    category = unicodedata.category(char)
+    return category in ("Cc", "Zl", "Zp", "Cs") or (category == "Cf" and char not in _JOINERS)
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    if code > 0xFFFF:  # as a JSON surrogate pair, so that an escaped JSON line is still the same JSON
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` safe to print on a terminal or in a log: every unsafe character (see ``_unsafe``) but those
+    in ``keep`` written as a JSON-style escape (``\\n``, ``\\u001b``, ``\\u2028``), which keeps a JSON text
+    valid JSON with the same meaning."""
+    if text.isprintable():  # the common case; isprintable() is False for every character _unsafe() is True for
+        return text
+    return "".join(_escape(char) if char not in keep and _unsafe(char) else char for char in text)
+
+
+class PrintableFormatter(logging.Formatter):
+    """A log formatter for a terminal: the message escaped whole (one record, one line); a traceback keeps
+    its line breaks and loses every other control character."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + printable(record.exc_text, keep="\n")
+        if record.stack_info:
+            text += "\n" + printable(self.formatStack(record.stack_info), keep="\n")
+        return text
+
+
+# --- the router: one WSGI app for every function ----------------------------------------------------
+
+def _json_reply(start_response: Callable[..., Any], status: str, body: dict[str, Any],
+                extra_headers: Iterable[tuple[str, str]] = (), exc_info: Any = None) -> list[bytes]:
+    payload = json.dumps(body).encode("utf-8")
+    headers = [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(payload))),
+               *extra_headers]
+    if exc_info:
+        start_response(status, headers, exc_info)
+    else:
+        start_response(status, headers)
+    return [payload]
+
+
+class Router:
+    """A WSGI app serving ``functions/<name>`` at ``/.netlify/functions/<name>`` and ``/api/<name>``."""
+
+    def __init__(self, names: Iterable[str], out: Callable[[str], None] | None = None) -> None:
+        self.names = set(names)
+        self.out = out
+
+    def route(self, path: str) -> str | None:
+        for prefix in ROUTE_PREFIXES:
+            if path.startswith(prefix):
+                name = path[len(prefix):].strip("/")
+                return name if name in self.names else None
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
+        path = str(environ.get("PATH_INFO", "/"))
+        method = str(environ.get("REQUEST_METHOD", "GET"))
+        name = self.route(path)
+        seen: dict[str, str] = {}
+
+        def remember_status(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            seen["status"] = status.split(" ", 1)[0]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        if name is None:
+            if path in ("/", "") and method in ("GET", "HEAD"):
+                chunks = _json_reply(remember_status, "200 OK", {"functions": {
+                    n: [f"/.netlify/functions/{n}", f"/api/{n}"] for n in sorted(self.names)}})
+            else:
+                chunks = _json_reply(remember_status, "404 Not Found",
+                                     {"error": "not_found", "message": f"No function at {path}."})
+        else:
+            try:
+                app = importlib.import_module(f"functions.{name}.handler").app
+                chunks = list(app(environ, remember_status))
+            except Exception:  # the wrapper answers every error itself; this is a bug, answered as one
+                log.exception("%s %s: the function's app raised", method, path)
+                chunks = _json_reply(remember_status, "500 Internal Server Error",
+                                     {"error": "internal_error", "message": "The function failed; see the server."},
+                                     exc_info=sys.exc_info() if seen else None)
+        outcome = ""
+        with contextlib.suppress(ValueError, AttributeError):
+            answer = json.loads(b"".join(chunks))
+            outcome = answer.get("status") or answer.get("error", "")
+        self.log_line(method, path, seen.get("status", "?"), str(outcome), started)
+        if method == "HEAD":  # the headers GET would have had, Content-Length included, and no body
+            return []
+        return chunks
+
+    def log_line(self, method: str, path: str, status: int | str, outcome: str, started: float) -> None:
+        """The one line per request: everything in it that the client chose is escaped."""
+        if self.out:
+            elapsed = (time.perf_counter() - started) * 1000
+            self.out(f"{time.strftime('%H:%M:%S')}  {printable(method)} {printable(path)}  {status} "
+                     f"{printable(outcome)}  {elapsed:.1f} ms")
+
+
+# --- reading a request: a deadline for all of it, and chunked bodies decoded ------------------------
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's incoming bytes, each read given only what is left of the request's deadline: a client
+    sending a byte every few seconds cannot hold a handler longer than the deadline either."""
+
+    def __init__(self, sock: socket.socket, deadline: float, write_timeout: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._write_timeout = write_timeout
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(remaining)
+        try:
+            count = self._sock.recv_into(buffer)
+            self.received += count
+            return count
+        finally:
+            self._sock.settimeout(self._write_timeout)  # the answer is written with the ordinary timeout
+
+
+class BrokenFraming(OSError):
+    """The body's framing is broken (a malformed chunk): the body cannot be read, as if the connection broke."""
+
+
+class ChunkedBody(io.RawIOBase):
+    """``wsgi.input`` for a chunked request (RFC 9112 7.1): the decoded body, then b"" at its end, read
+    lazily, so a function reading at most its size limit + 1 bytes never pulls a huge body into memory."""
+
+    MAX_LINE = 4096  # a chunk-size line or a trailer field
+    MAX_TRAILERS = 64
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        self._raw = raw
+        self._left = 0  # bytes left in the current chunk
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._done or not len(buffer):
+            return 0
+        if self._left == 0:
+            self._left = self._chunk_size()
+            if self._left == 0:
+                for _ in range(self.MAX_TRAILERS + 1):  # trailer fields, then the empty line ending the body
+                    if not self._line():
+                        self._done = True
+                        return 0
+                raise BrokenFraming("too many trailer fields")
+        data = self._raw.read(min(len(buffer), self._left))
+        if not data:
+            raise BrokenFraming("the body ended inside a chunk")
+        buffer[:len(data)] = data
+        self._left -= len(data)
+        if self._left == 0 and self._raw.read(2) != b"\r\n":
+            raise BrokenFraming("a chunk is not followed by CRLF")
+        return len(data)
+
+    def _chunk_size(self) -> int:
+        text = self._line().split(b";", 1)[0].strip()  # chunk extensions ignored
+        if not text or len(text) > 15 or text.strip(b"0123456789abcdefABCDEF"):
+            raise BrokenFraming("a chunk size is not hexadecimal")
+        return int(text, 16)
+
+    def _line(self) -> bytes:
+        line = self._raw.readline(self.MAX_LINE + 1)
+        if not line.endswith(b"\n"):
+            raise BrokenFraming("the body ended inside a chunk header" if len(line) <= self.MAX_LINE
+                                else "a chunk header line is too long")
+        return line.rstrip(b"\r\n")
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+_ERROR_CODES = {400: "bad_request", 408: "request_timeout", 413: "payload_too_large", 414: "uri_too_long",
+                417: "expectation_failed", 431: "headers_too_large", 501: "not_implemented",
+                505: "http_version_not_supported"}
+
+
+class _ServerHandler(ServerHandler):
+    os_environ: dict[str, str] = {}  # wsgiref copies the process environment into every request's environ
+    error_headers = [("Content-Type", "application/json; charset=utf-8")]
+    error_body = b'{"error": "internal_error", "message": "The server failed; its output has the details."}'
+
+    def log_exception(self, exc_info: Any) -> None:
+        log.error("error while answering a request", exc_info=exc_info)
+
+
+class DevRequestHandler(WSGIRequestHandler):
+    """One connection, one request (HTTP/1.0 answers, as wsgiref's), framing checked before the app runs."""
+
+    def setup(self) -> None:
+        read_timeout = self.server.read_timeout  # type: ignore[attr-defined]
+        self.timeout = read_timeout  # StreamRequestHandler.setup: the socket's timeout, for writes
+        super().setup()
+        self.rfile.close()  # replaced by a reader bound to the request's deadline
+        self.reader = _DeadlineReader(self.connection, time.monotonic() + read_timeout, read_timeout)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def handle(self) -> None:
+        self.started = time.perf_counter()
+        self.command, self.path, self.request_version = "", "", "HTTP/1.0"
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if not self.raw_requestline:
+                return  # connected and left
+            if len(self.raw_requestline) > 65536:
+                self.send_error(414, "The request line is too long.")
+                return
+            if not self.parse_request():
+                return  # parse_request answered, through send_error
+        except TimeoutError:
+            if self.reader.received:  # a connection opened and left idle is closed without a word
+                self.reject(408, f"The request did not arrive within {self.server.read_timeout:g} s.")  # type: ignore
+            return
+        except OSError:
+            return  # reset by the client: nobody to answer
+
+        problem = self._framing_problem()
+        if problem:
+            self.reject(*problem)
+            return
+        environ = self.get_environ()
+        stdin: io.BufferedIOBase = self.rfile
+        if self.headers.get("Transfer-Encoding"):
+            stdin = io.BufferedReader(ChunkedBody(self.rfile))
+            environ["wsgi.input_terminated"] = True
+        lengths = self._values("Content-Length")
+        if lengths:
+            environ["CONTENT_LENGTH"] = lengths[0]  # "5, 5" or two equal headers: one length
+        handler = _ServerHandler(stdin, self.wfile, self.get_stderr(), environ, multithread=False)
+        handler.request_handler = self  # type: ignore[attr-defined]
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+    def _values(self, name: str) -> list[str]:
+        """Every value of a header, repeated or comma-separated."""
+        return [part.strip() for value in self.headers.get_all(name, []) for part in value.split(",")
+                if part.strip()]
+
+    def _framing_problem(self) -> tuple[int, str, str] | None:
+        lengths = self._values("Content-Length")
+        if len(set(lengths)) > 1:
+            return 400, "The request carries two different Content-Length headers.", "conflicting_headers"
+        if len({value.strip().lower() for value in self.headers.get_all("Content-Type", [])}) > 1:
+            return 400, "The request carries two different Content-Type headers.", "conflicting_headers"
+        codings = [coding.lower() for coding in self._values("Transfer-Encoding")]
+        if self.headers.get_all("Transfer-Encoding"):
+            if lengths:  # which one frames the body? A request two readers can split differently: refused
+                return 400, "The request carries both Content-Length and Transfer-Encoding.", "conflicting_headers"
+            if codings != ["chunked"]:
+                return 501, f"Transfer-Encoding {', '.join(codings) or '(empty)'} is not supported: send the " \
+                            "body chunked or with a Content-Length.", "not_implemented"
+        return None
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's errors (a malformed request line, headers too long...) answered as JSON."""
+        self.reject(code, message or http.HTTPStatus(code).phrase)
+
+    def reject(self, status: int, message: str, code: str | None = None) -> None:
+        """Answer before the app runs, close the connection, and print the request's line."""
+        self.close_connection = True
+        status = int(status)
+        body = json.dumps({"error": code or _ERROR_CODES.get(status, "bad_request"), "message": message})
+        payload = body.encode("utf-8")
+        head = (f"HTTP/1.0 {status} {http.HTTPStatus(status).phrase}\r\n"
+                "Content-Type: application/json; charset=utf-8\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+        with contextlib.suppress(OSError):
+            self.wfile.write(head.encode("latin-1") + (b"" if self.command == "HEAD" else payload))
+        app = self.server.get_app()  # type: ignore[attr-defined]
+        if isinstance(app, Router):
+            app.log_line(self.command or "-", self._logged_path(), status, code or _ERROR_CODES.get(status, ""),
+                         self.started)
+
+    def _logged_path(self) -> str:
+        return self.path.split("?", 1)[0] or "-"
+
+    def finish(self) -> None:
+        """Answer first, then drain what the client is still sending (for a while): closing a socket with
+        unread bytes resets the connection, and the client would lose the answer (a 413 among others)."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + min(LINGER_SECONDS, self.server.read_timeout)  # type: ignore
+            drained = 0
+            while drained < LINGER_BYTES and (remaining := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(remaining)
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                drained += len(data)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:  # the router prints its own line
+        pass
+
+
+class DevServer(ThreadingMixIn, WSGIServer):
+    """A threaded WSGI server for one machine's development: bounded threads, bounded read time."""
+
+    daemon_threads = True  # Ctrl-C stops the server even while a request is in flight
+    block_on_close = False  # ... and does not wait for a slow client's handler to finish
+    allow_reuse_address = True
+    request_queue_size = 128  # the default backlog of 5 resets connections under a burst of notifications
+
+    def __init__(self, server_address: tuple[str, int], handler_class: type = DevRequestHandler, *,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 bind_and_activate: bool = True) -> None:
+        if read_timeout <= 0 or max_connections < 1:
+            raise ValueError("read_timeout must be > 0 and max_connections >= 1")
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._stopping = threading.Event()
+        if ":" in server_address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(server_address, handler_class, bind_and_activate)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Every handler busy: this connection waits for one to finish, and the next ones wait unaccepted in
+        # the listen backlog. No thread is started beyond max_connections.
+        while not self._slots.acquire(timeout=0.1):
+            if self._stopping.is_set():
+                self.shutdown_request(request)
+                return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # a client that reset or stalled: nothing to report
+            return
+        log.error("error while serving a request from %s", client_address[0], exc_info=True)
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        self._stopping.set()
+        super().server_close()
+
+
+def make_dev_server(host: str, port: int, app: Callable[..., Any], *, read_timeout: float = DEFAULT_READ_TIMEOUT,
+                    max_connections: int = DEFAULT_MAX_CONNECTIONS) -> DevServer:
+    """A ``DevServer`` listening on ``host:port`` (port 0: any free port) for ``app``. Raises ``OSError``
+    when it cannot listen there (port in use, an address not of this machine, an unknown host)."""
+    server = DevServer((host, port), DevRequestHandler, read_timeout=read_timeout, max_connections=max_connections)
+    server.set_app(app)
+    return server
