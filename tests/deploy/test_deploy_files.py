@@ -54,6 +54,35 @@ def test_template_has_one_function_url_per_workflow_and_no_literal_secrets():
     assert text.count("AuthType: NONE") == len(NAMES)
 
 
+def _plain(value):
+    """template_data with CloudFormation functions in their long (JSON) form, as a YAML reader returns them."""
+    if isinstance(value, deploy.Intrinsic):
+        return value.as_json()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def test_deploy_files_are_serialized_not_spliced():
+    """Values with quotes, colons, hashes, braces and newlines come back exactly as written: template.yaml read by
+    cfn-lint's CloudFormation YAML reader (short tags included), netlify.toml by tomllib."""
+    from cfnlint.decode import cfn_yaml
+
+    awkward = 'it\'s "quoted": # no comment\n{{resolve}} !Ref x \\ ${y}'
+    config = deploy.load_config()
+    config["parameter_defaults"] = {**config.get("parameter_defaults", {}), "HELLO_TAG": awkward}
+    config["netlify"] = {**config["netlify"], "targets": {"hello_tag": 'https://example.com/a"b\\c#d\'e'}}
+
+    template = json.loads(json.dumps(cfn_yaml.loads(deploy.render_template(config))))
+    assert template == _plain(deploy.template_data(config))
+    assert template["Parameters"]["HelloTag"]["Default"] == awkward
+    netlify = tomllib.loads(deploy.render_netlify(config))
+    assert netlify == deploy.netlify_data(config)
+    assert {rule["from"]: rule["to"] for rule in netlify["redirects"]}["/webhooks/hello_tag"].endswith('"b\\c#d\'e')
+
+
 def _load_shim(name: str):
     spec = importlib.util.spec_from_file_location(f"vercel_shim_{name}", ROOT / "api" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
