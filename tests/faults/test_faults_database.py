@@ -7,7 +7,8 @@ applied after the notifications that come before it in an asset's life, the data
 
 - before each SQL statement of the request in turn (PostgreSQL: this request's backend is terminated, so
   the statement meets a dead connection; SQLite: the statement fails with a disk I/O error), and at COMMIT;
-- at connect, on a cold instance (PostgreSQL: a refused TCP connection; SQLite: a path it cannot open);
+- at connect, on a cold instance (PostgreSQL: a refused TCP connection; SQLite: the file locked by another
+  process's write transaction, with no busy wait: a path that cannot be opened at all is a setup error, 500);
 - with the pooled connection dropped while idle and new connections refused.
 
 Each time the answer is 503 with neither the event nor any row committed (the database holds exactly what
@@ -99,16 +100,30 @@ class Database:
         monkeypatch.setenv("DATABASE_URL", self.url)
         return self.url
 
-    def dead_target(self) -> str:
-        """Where a connection fails for real: a port nobody listens on; a file path under a regular file."""
-        if self.dialect == "sqlite":
-            blocker = self.tmp_path / "not-a-folder"
-            blocker.write_text("a file where a folder should be")
-            return str(blocker / "mirror.sqlite3")
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        return f"postgresql://postgres:unused@127.0.0.1:{port}/asset_sync_test"
+    @contextlib.contextmanager
+    def refusing(self, store: db.Store) -> Iterator[None]:
+        """New connections fail for real, for a reason a retry can fix. PostgreSQL: a port nobody listens on.
+        SQLite: another process holds the file's write lock, and the store waits 0 s for it (a real lock, no
+        sleeping). (A SQLite path that cannot be opened at all is a setup error, answered 500, not a fault.)"""
+        if self.dialect == "postgresql":
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            real_target, store._target = store._target, f"postgresql://postgres:unused@127.0.0.1:{port}/asset_sync_test"
+            try:
+                yield
+            finally:
+                store._target = real_target  # the database is back
+            return
+        holder = sqlite3.connect(db.parse_url(self.url)[1], isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        real_timeout, store.timeout = store.timeout, 0
+        try:
+            yield
+        finally:
+            store.timeout = real_timeout
+            holder.execute("ROLLBACK")
+            holder.close()
 
     def state(self) -> dict[str, Any]:
         """What a CMS would see, and the event log: every committed row, without the write times."""
@@ -352,12 +367,9 @@ def test_connection_refused_on_a_cold_instance(scenario, database, monkeypatch):
     before = prepare(scenario, database, monkeypatch)
     db.close_all()  # a new instance: no pooled connection
     store = db.store(database.url)
-    real_target, store._target = store._target, database.dead_target()
     TOTALS["faults injected"] += 1
-    try:
+    with database.refusing(store):
         status, body = send(scenario.name)
-    finally:
-        store._target = real_target  # the database is back
     assert store._connection is None  # nothing half-open kept
 
     assert_nothing_committed(before, database, status, body)
@@ -372,12 +384,9 @@ def test_idle_connection_dropped_and_new_ones_refused(scenario, database, monkey
     before = database.state()
     database.drop_idle()
     store = db.store(database.url)
-    real_target, store._target = store._target, database.dead_target()
     TOTALS["faults injected"] += 1
-    try:
+    with database.refusing(store):
         status, body = send(scenario.name)
-    finally:
-        store._target = real_target
 
     assert_nothing_committed(before, database, status, body)
     assert db._idle.get(database.url) == []  # the dead connection was not given back to the pool
