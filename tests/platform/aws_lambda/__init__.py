@@ -1,0 +1,1 @@
+"""AWS Lambda: the bundles run by AWS's own runtime interface client (awslambdaric), offline."""
