@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,86 +23,27 @@ from functions.asset_sync import db
 from functions.asset_sync.__main__ import main as cli
 from functions.asset_sync.handler import APPLIERS, NOTIFICATION_TYPES, handle
 from functions.asset_sync.mirror import AssetChange, AssetRef, event_time, merge, project
+from tests.functions.asset_sync_support import (
+    ASSET,
+    asset,
+    events,
+    fresh_database,
+    load,
+    mirror,
+    reset,
+    send,
+    table_exists,
+    written_rows,
+)
 from tests.helpers import ROOT, SECRET, function_url_event, sample, signed_request
 
-ASSET = "3515c6000a548515f1134043f9785c2f"
 SAMPLES = sorted(APPLIERS)
-VOLATILE = ("updated_at", "sync_state")  # when a row was written here; bookkeeping
-
-
-# --- fixtures and helpers ---------------------------------------------------------------------------
-
-def _drop_postgres_tables(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
-        for table in ("cloudinary_events", "cloudinary_assets", "cloudinary_folders", "cloudinary_folder_renames",
-                      "cloudinary_sync_schema"):
-            connection.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request, tmp_path, monkeypatch, signing_secret) -> str:
+def database(request, tmp_path, monkeypatch, signing_secret) -> Iterator[str]:
     """DATABASE_URL for a fresh, empty database of each kind."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/mirror.sqlite3"
-    else:
-        url = os.environ.get("TEST_DATABASE_URL", "")
-        if not url:
-            pytest.fail("TEST_DATABASE_URL is not set, so there is no PostgreSQL to test against. Run the tests "
-                        "with `make test` or `bash scripts/test.sh`: they start a throwaway PostgreSQL "
-                        "(scripts/postgres.sh) and set it.", pytrace=False)
-        _drop_postgres_tables(url)
-    db.close_all()
-    db.forget_migrations()
-    monkeypatch.setenv("DATABASE_URL", url)
-    yield url
-    db.close_all()
-
-
-def send(payload: Any, **kwargs: Any):
-    if isinstance(payload, str):
-        payload = sample("asset_sync", payload)
-    return handle(signed_request(payload, **kwargs))
-
-
-def load(name: str) -> dict[str, Any]:
-    return json.loads(sample("asset_sync", name))
-
-
-def mirror(url: str) -> dict[str, Any]:
-    """Assets and folders as a CMS sees them, without the write times."""
-    store = db.store(url)
-    assets = {row["asset_id"]: {k: v for k, v in row.items() if k not in VOLATILE} for row in store.assets()}
-    return {"assets": assets, "folders": store.folders()}
-
-
-def asset(url: str, asset_id: str = ASSET) -> dict[str, Any]:
-    return mirror(url)["assets"][asset_id]
-
-
-def events(url: str) -> list[dict[str, Any]]:
-    return db.store(url).events()
-
-
-def _table_exists(url: str, table: str) -> bool:
-    dialect, target = db.parse_url(url)
-    if dialect == "sqlite":
-        if not os.path.exists(target):
-            return False
-        with sqlite3.connect(target) as connection:
-            return connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
-    import psycopg
-
-    with psycopg.connect(target) as connection:
-        return connection.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
-
-
-def _written_rows(url: str) -> int:
-    """Events plus asset rows, counted straight from the database."""
-    if not _table_exists(url, "cloudinary_events"):
-        return 0
-    return len(events(url)) + len(db.store(url).assets())
+    yield from fresh_database(request.param, tmp_path, monkeypatch)
 
 
 # --- the happy path, per notification type ----------------------------------------------------------
@@ -524,7 +466,7 @@ def test_bad_signature_is_401_and_touches_no_database(database, cloudinary_serve
     response = send("upload", secret="not-the-secret")
 
     assert response.status == 401 and response.body["error"] == "signature_mismatch"
-    assert not _table_exists(database, "cloudinary_events")  # never even connected and migrated
+    assert not table_exists(database, "cloudinary_events")  # never even connected and migrated
     assert cloudinary_server.log == []
 
 
@@ -550,7 +492,7 @@ def test_malformed_notifications_are_400_and_write_nothing(database, payload, er
     response = send(payload)
 
     assert response.status == 400 and response.body["error"] == error
-    assert _written_rows(database) == 0
+    assert written_rows(database) == 0
 
 
 def test_dry_run_reports_the_changes_and_writes_nothing(database, monkeypatch):
@@ -562,7 +504,7 @@ def test_dry_run_reports_the_changes_and_writes_nothing(database, monkeypatch):
     [action] = response.body["actions"]
     assert action["action"] == "record_and_apply"
     assert action["assets"] == [{"asset_id": ASSET, "changes": ["public_id", "resource_type", "tags", "type"]}]
-    assert not _table_exists(database, "cloudinary_events")
+    assert not table_exists(database, "cloudinary_events")
 
 
 def test_the_log_line_carries_no_payload_and_no_signature(database, caplog):
@@ -590,7 +532,7 @@ def test_migrate_creates_the_tables_once(database, capsys):
     assert json.loads(capsys.readouterr().out)["applied"] == [1]
     assert cli(["--database-url", database, "migrate"]) == 0
     assert json.loads(capsys.readouterr().out)["applied"] == []
-    assert _table_exists(database, "cloudinary_assets")
+    assert table_exists(database, "cloudinary_assets")
 
 
 def test_replay_rebuilds_the_mirror_from_the_event_log(database, capsys):
@@ -749,21 +691,12 @@ def realistic_notifications(count: int, seed: int = 8) -> list[dict[str, Any]]:
     return out
 
 
-def _reset(url: str) -> None:
-    db.close_all()
-    if url.startswith("sqlite:///"):
-        os.remove(db.parse_url(url)[1])
-    else:
-        _drop_postgres_tables(url)
-    db.forget_migrations()
-
-
 def test_1000_shuffled_notifications_with_duplicates_give_the_in_order_mirror(database):
     notifications = realistic_notifications(1000)
     for payload in notifications:
         assert send(payload).status == 200
     in_order = mirror(database)
-    _reset(database)
+    reset(database)
 
     rng = random.Random(2024)
     delivered = notifications + rng.sample(notifications, 150)  # Cloudinary's retries
