@@ -35,7 +35,7 @@ find_python312() {
   local candidate
   # python3.12 on PATH may be a pyenv shim that refuses to run: every candidate is tried, not just found.
   for candidate in "$(command -v python3.12 2>/dev/null || true)" \
-      $(ls -d "$HOME"/.pyenv/versions/3.12*/bin/python3 /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null \
+      $(ls -d "${HOME:-/nonexistent}"/.pyenv/versions/3.12*/bin/python3 /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null \
         | sort -V -r); do
     if [ -n "$candidate" ] && is_python312 "$candidate"; then
       echo "$candidate"
