@@ -10,16 +10,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared import verify
 from shared.errors import BadRequest, PayloadTooLarge
 from shared.events import (
     Headers,
+    LengthRequired,
     Request,
+    RequestTimeout,
     Response,
     lambda_response,
     request_from_lambda_event,
     request_from_wsgi,
     wsgi_reply,
 )
+from shared.webhook import webhook
 
 BODY = b'{"notification_type":"upload","public_id":"caf\xc3\xa9"}'
 SIGNATURE = "a" * 40
@@ -296,6 +300,18 @@ def test_no_headers_at_all():
 
 # --- method, path, host, url ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("make_event", [rest_v1_event, http_v2_event, function_url_event, netlify_event])
+@pytest.mark.parametrize("method", ["post", "Post", "pOST", "get"])
+def test_the_method_is_kept_as_sent_post_in_lower_case_is_not_post(make_event, method):
+    # HTTP methods are case-sensitive (RFC 9110 9.1); API Gateway, Function URLs and Netlify send them upper-case.
+    event = make_event()
+    if "http" in event.get("requestContext", {}):
+        event["requestContext"]["http"]["method"] = method
+    else:
+        event["httpMethod"] = method
+    assert request_from_lambda_event(event).method == method
+
+
 def test_the_method_is_required():
     with pytest.raises(BadRequest) as caught:
         request_from_lambda_event({"path": "/x", "body": "{}"})
@@ -483,6 +499,140 @@ def test_wsgi_without_host_header_uses_server_name():
     assert request_from_wsgi(environ).host == "127.0.0.1"
 
 
+
+
+@pytest.mark.parametrize("method", ["post", "Post", "get", "GET"])
+def test_wsgi_method_is_kept_as_sent(method):
+    assert request_from_wsgi(wsgi_environ(REQUEST_METHOD=method)).method == method
+
+
+# --- WSGI: chunked bodies and bodies whose reading fails ---------------------------------------------------
+
+@pytest.mark.parametrize("coding", ["chunked", "Chunked", "gzip, chunked", " chunked ", "compress"])
+def test_wsgi_a_transfer_encoding_the_server_left_undecoded_is_411_without_reading(coding):
+    environ = wsgi_environ(HTTP_TRANSFER_ENCODING=coding, **{"wsgi.input": ExplodingStream()})
+    del environ["CONTENT_LENGTH"]
+    with pytest.raises(LengthRequired) as caught:
+        request_from_wsgi(environ)
+    assert caught.value.status == 411 and caught.value.code == "length_required"
+
+
+def test_wsgi_a_chunked_body_the_server_decoded_is_read_to_its_end():
+    environ = wsgi_environ(HTTP_TRANSFER_ENCODING="chunked", **{"wsgi.input_terminated": True})
+    del environ["CONTENT_LENGTH"]
+    assert request_from_wsgi(environ).body == BODY
+
+
+def test_wsgi_a_content_length_beside_a_transfer_encoding_frames_the_body():
+    # the server computed the length of what it decoded (Vercel's launcher does): trusted, as ever
+    assert request_from_wsgi(wsgi_environ(HTTP_TRANSFER_ENCODING="chunked")).body == BODY
+
+
+class TrickleStream(io.BytesIO):
+    """A socket-like stream: read(n) may give fewer than n bytes before the end."""
+
+    def read(self, size=-1):
+        return super().read(min(size, 3) if size and size > 0 else size)
+
+
+@pytest.mark.parametrize("terminated", [False, True])
+def test_wsgi_a_stream_giving_a_few_bytes_at_a_time_is_read_whole(terminated):
+    environ = wsgi_environ(**{"wsgi.input": TrickleStream(BODY), "wsgi.input_terminated": terminated})
+    if terminated:
+        del environ["CONTENT_LENGTH"]
+    assert request_from_wsgi(environ).body == BODY
+
+
+class FailingStream:
+    """Gives some bytes, then the connection fails under the read."""
+
+    def __init__(self, error: BaseException, first: bytes = BODY[:10]):
+        self.error, self.first = error, first
+
+    def read(self, size=-1):
+        if self.first:
+            data, self.first = self.first, b""
+            return data
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(),
+                                   ConnectionAbortedError(), OSError(5, "I/O error")])
+@pytest.mark.parametrize("terminated", [False, True])
+def test_wsgi_a_connection_failing_under_the_body_is_a_400(error, terminated):
+    environ = wsgi_environ(**{"wsgi.input": FailingStream(error), "wsgi.input_terminated": terminated})
+    if terminated:
+        del environ["CONTENT_LENGTH"]
+    with pytest.raises(BadRequest) as caught:
+        request_from_wsgi(environ)
+    assert caught.value.status == 400 and caught.value.code == "incomplete_body"
+
+
+@pytest.mark.parametrize("first", [b"", BODY[:10]])
+def test_wsgi_a_body_that_does_not_arrive_in_time_is_408(first):
+    environ = wsgi_environ(**{"wsgi.input": FailingStream(TimeoutError("timed out"), first)})
+    with pytest.raises(RequestTimeout) as caught:
+        request_from_wsgi(environ)
+    assert caught.value.status == 408 and caught.value.code == "request_timeout"
+
+
+@pytest.mark.parametrize("sent", [0, 1, len(BODY) - 1])
+def test_wsgi_a_body_shorter_than_its_content_length_is_400(sent):
+    environ = wsgi_environ(**{"wsgi.input": io.BytesIO(BODY[:sent]), "CONTENT_LENGTH": str(len(BODY))})
+    with pytest.raises(BadRequest) as caught:
+        request_from_wsgi(environ)
+    assert caught.value.code == "incomplete_body" and f"after {sent} of its {len(BODY)} bytes" in caught.value.message
+
+
+# --- the same, through a function's WSGI and Lambda entry points: answers, never exceptions ---------------
+
+@webhook(accepts={"upload"}, name="tiny_http")
+def tiny_http(notification, ctx):
+    return ctx.done()
+
+
+def call_wsgi_app(environ) -> tuple[str, dict, dict]:
+    seen = {}
+
+    def start_response(status, headers):
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    payload = b"".join(tiny_http.wsgi_app(environ, start_response))
+    return seen["status"], seen["headers"], json.loads(payload)
+
+
+@pytest.mark.parametrize(("stream", "status", "code"), [
+    (FailingStream(ConnectionResetError(104, "Connection reset by peer")), "400 Bad Request", "incomplete_body"),
+    (FailingStream(TimeoutError("timed out")), "408 Request Timeout", "request_timeout"),
+    (io.BytesIO(BODY[:5]), "400 Bad Request", "incomplete_body"),
+])
+def test_wsgi_app_answers_a_failed_body_read_in_json(monkeypatch, stream, status, code):
+    monkeypatch.setenv("CLOUDINARY_NOTIFICATION_SECRETS", "s")
+    answer_status, headers, body = call_wsgi_app(wsgi_environ(**{"wsgi.input": stream}))
+    assert answer_status == status and body["error"] == code
+    assert headers["Content-Type"].startswith("application/json")
+
+
+def test_wsgi_app_answers_an_undecoded_chunked_body_411(monkeypatch):
+    monkeypatch.setenv("CLOUDINARY_NOTIFICATION_SECRETS", "s")
+    environ = wsgi_environ(HTTP_TRANSFER_ENCODING="chunked", **{"wsgi.input": ExplodingStream()})
+    del environ["CONTENT_LENGTH"]
+    status, _, body = call_wsgi_app(environ)
+    assert status == "411 Length Required" and body["error"] == "length_required"
+
+
+@pytest.mark.parametrize("method", ["post", "Post"])
+def test_a_signed_lower_case_post_is_405_through_wsgi_and_lambda(monkeypatch, method):
+    monkeypatch.setenv("CLOUDINARY_NOTIFICATION_SECRETS", "s")
+    signed = verify.signed_headers(BODY, "s")
+    environ = wsgi_environ(REQUEST_METHOD=method, HTTP_X_CLD_TIMESTAMP=signed["X-Cld-Timestamp"],
+                           HTTP_X_CLD_SIGNATURE=signed["X-Cld-Signature"])
+    status, headers, body = call_wsgi_app(environ)
+    assert status.startswith("405") and headers["Allow"] == "POST" and body["error"] == "method_not_allowed"
+
+    event = function_url_event(headers={k.lower(): v for k, v in signed.items()})
+    event["requestContext"]["http"]["method"] = method
+    assert tiny_http.lambda_handler(event)["statusCode"] == 405
 
 
 # --- properties: whatever the bytes, every adapter hands the function exactly those bytes -------------------
