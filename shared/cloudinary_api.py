@@ -3,9 +3,16 @@ string settings such as ``upload_prefix`` included), every call with a timeout, 
 into the statuses of DESIGN.md §4.
 
     from shared import cloudinary_api
-    sdk = cloudinary_api.sdk()
-    with cloudinary_api.calling("add_tag"):
-        sdk.uploader.add_tag(tag, [public_id], timeout=cloudinary_api.timeout())
+    tagged = cloudinary_api.add_tag("reviewed", asset)          # Upload API: [] when the asset is gone
+    details = cloudinary_api.resource(asset)                     # Admin API: None when the asset is gone
+
+The actions below are the only place functions call the SDK: each names its endpoint in the log, takes its
+timeout from the request's budget (``shared.budget``), and follows one 404 policy: a read answers None, and
+every write raises ``AssetNotFound`` (answered 200 "ignored: the asset no longer exists" unless the function
+catches it) — the tags call too, which answers 200 with the public IDs it tagged and leaves a vanished one
+out. Renames never overwrite.
+Writes use the Upload API (not rate-limited); ``resource``, ``update`` and ``resources_by_asset_ids`` are the
+rate-limited Admin API, which each function's README counts.
 
 Not imported by ``shared`` itself: a request rejected for its signature never loads the SDK.
 """
@@ -18,8 +25,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
 
-from shared import config
+from shared import budget, config
 from shared.errors import AssetGone, DependencyRejected, DependencyUnavailable
+
+TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Asset(Protocol):  # shared.assets.AssetRef, or a function's richer asset with the same three fields
+        public_id: str
+        resource_type: str
+        delivery_type: str
 
 DEFAULT_TIMEOUT_SECONDS = 8.0  # Cloudinary waits 20 s for our answer; two calls must fit well inside.
 
@@ -38,8 +54,9 @@ class AssetConflict(Exception):
     """Cloudinary answered 409: the target already exists (e.g. rename onto a taken public ID)."""
 
 
-def timeout() -> float:
-    return config.number("CLOUDINARY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)
+def timeout(what: str = "cloudinary") -> float:
+    """CLOUDINARY_TIMEOUT_SECONDS, cut to what is left of the request's time budget."""
+    return budget.call_timeout(what, config.number("CLOUDINARY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
 
 
 def sdk() -> SimpleNamespace:
@@ -105,3 +122,62 @@ def calling(what: str) -> Iterator[None]:
         raise DependencyUnavailable("Cloudinary is unavailable; a retry will finish the work.",
                                     code="cloudinary_unavailable", log_detail=f"{what}: {_short(error)}") \
             from error
+
+
+# --- the actions functions take -----------------------------------------------------------------------
+
+def _where(asset: Asset) -> dict[str, str]:
+    return {"resource_type": asset.resource_type, "type": asset.delivery_type}
+
+
+def resource(asset: Asset) -> dict[str, Any] | None:
+    """Admin API resource details (rate-limited); None when the asset does not exist."""
+    api = sdk().api
+    try:
+        with calling("resources/details"):
+            return dict(api.resource(asset.public_id, **_where(asset), timeout=timeout("resources/details")))
+    except AssetNotFound:
+        return None
+
+
+def update(asset: Asset, **fields: Any) -> dict[str, Any]:
+    """Admin API update (rate-limited), e.g. ``access_control=[...]``."""
+    api = sdk().api
+    with calling("resources/update"):
+        return dict(api.update(asset.public_id, **_where(asset), **fields, timeout=timeout("resources/update")))
+
+
+def add_tag(tags: str | list[str], asset: Asset) -> None:
+    """Upload API tags (command add): no read-modify-write of the tag list, so nothing a person or another
+    notification tags meanwhile is lost. ``AssetNotFound`` when the asset is gone."""
+    uploader = sdk().uploader
+    with calling("tags/add"):
+        result = uploader.add_tag(tags, [asset.public_id], **_where(asset), timeout=timeout("tags/add"))
+    if asset.public_id not in (result.get("public_ids") or []):
+        raise AssetNotFound(f"tags/add: {asset.public_id[:100]} was not tagged: it no longer exists")
+
+
+def rename(asset: Asset, to_public_id: str, *, to_type: str | None = None) -> dict[str, Any]:
+    """Upload API rename, never overwriting (a taken target raises ``AssetConflict``: a person's call),
+    invalidating the CDN's copies of the old URLs."""
+    uploader = sdk().uploader
+    options: dict[str, Any] = {"to_type": to_type} if to_type else {}
+    with calling("rename"):
+        return dict(uploader.rename(asset.public_id, to_public_id, **_where(asset), **options, overwrite=False,
+                                    invalidate=True, timeout=timeout("rename")))
+
+
+def destroy(asset: Asset) -> str:
+    """Upload API destroy, invalidating the CDN's copies; Cloudinary's ``result``: "ok", or "not found"
+    when it was gone already (a repeat)."""
+    uploader = sdk().uploader
+    with calling("destroy"):
+        result = uploader.destroy(asset.public_id, **_where(asset), invalidate=True, timeout=timeout("destroy"))
+    return str(result.get("result"))
+
+
+def explicit(asset: Asset, **options: Any) -> dict[str, Any]:
+    """Upload API explicit: eager transformations, moderation, a notification URL... on an existing asset."""
+    uploader = sdk().uploader
+    with calling("explicit"):
+        return dict(uploader.explicit(asset.public_id, **_where(asset), **options, timeout=timeout("explicit")))

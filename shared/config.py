@@ -61,6 +61,16 @@ def word_list(raw: str) -> list[str]:
     return [item for item in raw.replace(",", " ").split() if item]
 
 
+def address_list(name: str, raw: str) -> list[str]:
+    """Email addresses from a space- or comma-separated setting, each once, in the order given; anything
+    that is not an address is a configuration error naming the variable (never the value)."""
+    addresses = list(dict.fromkeys(word_list(raw)))
+    malformed = [address for address in addresses if "@" not in address.strip("@")]
+    if malformed:
+        raise ConfigError(f"{name} has {len(malformed)} entry(ies) that are not email addresses")
+    return addresses
+
+
 def cloudinary_credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str, str] | None:
     """(cloud_name, api_key, api_secret) from ``CLOUDINARY_URL``, or None when it is not set."""
     raw = (environ if environ is not None else os.environ).get("CLOUDINARY_URL", "").strip()

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from shared import config, verify
+from shared import budget, config, verify
 from shared.errors import (
     AssetGone,
     BadRequest,
@@ -124,6 +124,21 @@ class Context:
         self.actions: list[dict[str, Any]] = []
         self.log_fields: dict[str, Any] = {}
 
+    @property
+    def deadline(self) -> float:
+        """When this request's time budget ends (``time.monotonic``); see ``shared.budget``."""
+        return budget.deadline()
+
+    def remaining(self) -> float:
+        """Seconds left of this request's time budget."""
+        return budget.remaining()
+
+    @property
+    def can_read_cloudinary(self) -> bool:
+        """False only in the local demo without a CLOUDINARY_URL: nothing can be read, so a function plans
+        from what the notification says (and reports that it did). A dry run with credentials reads."""
+        return bool(self.settings.get("CLOUDINARY_URL")) or not self.dry_run
+
     def act(self, action: str, perform: Callable[[], Any] | None = None, **details: Any) -> Any:
         """Record ``action`` and, unless this is a dry run, do it. Returns what ``perform`` returned."""
         self.actions.append({"action": action, **details})
@@ -189,7 +204,10 @@ class Webhook:
             response = self._error_response(error)
             self._log_line(None, None, "rejected", response.status, started, {"error": error.code})
             return lambda_response(response)
-        return lambda_response(self(request))
+        time_left = None
+        if hasattr(context, "get_remaining_time_in_millis"):  # Lambda stops us at its timeout: keep a margin
+            time_left = context.get_remaining_time_in_millis() / 1000 - LAMBDA_MARGIN_SECONDS
+        return lambda_response(self(request, time_left=time_left))
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         """WSGI entry point: Vercel ``api/`` shims, the local server, any WSGI host."""
@@ -204,12 +222,21 @@ class Webhook:
 
     # --- the pipeline ---
 
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, request: Request, *, time_left: float | None = None) -> Response:
+        """Answer one request; ``time_left``: seconds the platform still gives it (Lambda tells)."""
         started = time.perf_counter()
+        try:
+            return self._handle(request, started, time_left)
+        finally:
+            budget.finish()
+
+    def _handle(self, request: Request, started: float, time_left: float | None) -> Response:
         notification: Notification | None = None
         context: Context | None = None
         try:
             notification = self._accept(request)
+            seconds = config.number("WEBHOOK_TIME_BUDGET_SECONDS", budget.DEFAULT_BUDGET_SECONDS)
+            budget.start(seconds if time_left is None else min(seconds, time_left))
             if notification.type not in self.accepts and ANY_TYPE not in self.accepts:
                 reason = f"notification_type {notification.type[:MAX_LOGGED_CHARS]!r} is not handled by {self.name}"
                 return self._finish(Response(200, {"status": "ignored", "reason": reason}),
@@ -346,6 +373,7 @@ def _capped(value: Any, limit: int, depth: int = 0) -> Any:
     return value
 
 
+LAMBDA_MARGIN_SECONDS = 1.0  # to answer and log before Lambda's own timeout cuts the request off
 ANY_TYPE = "*"  # in ``accepts``: every notification type, including ones Cloudinary adds later
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-import time
 from collections.abc import Mapping
 
-from shared.assets import asset_named_by
+from shared import cloudinary_api
+from shared.assets import AssetRef, asset_named_by
 from shared.config import word_list
-from shared.errors import ConfigError, DependencyUnavailable
+from shared.errors import ConfigError
 from shared.webhook import Context, Notification, Result, webhook
 
 TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
@@ -37,15 +36,8 @@ FAILED_TAG = "bg-removal-failed"
 REJECTED_TAG = "bg-removal-rejected"
 CONFLICT_TAG = "bg-removal-conflict"
 NOTIFIED_TAG = "bg-removal-reviewer-notified"
-# Cloudinary gives up on us after 20 s. Up to four sequential calls at 8 s each could overrun that, so
-# each call gets what is left of this budget, and a step that cannot fit waits for Cloudinary's retry.
-TIME_BUDGET_SECONDS = 15.0
-MIN_CALL_SECONDS = 1.0
-
-# The request's deadline, per thread: a request runs in one thread on every host (Lambda, WSGI servers).
-# (threading is loaded already; contextvars would add to every cold start.)
-_request = threading.local()
-_clock = time.monotonic
+# Every call takes its timeout from the request's time budget (shared.budget): up to four calls in a row
+# must fit in Cloudinary's 20 s, and a step that cannot fit is left to Cloudinary's retry.
 
 log = logging.getLogger("cloudinary_webhooks")
 
@@ -59,7 +51,6 @@ log = logging.getLogger("cloudinary_webhooks")
     demo_values={"FROM_VERIFIED_SENDER": "webhooks@example.com"},
 )
 def handle(notification: Notification, ctx: Context) -> Result:
-    _request.deadline = _clock() + TIME_BUDGET_SECONDS  # every call below shares one time budget
     if notification.type == "info" and notification.get("info_kind") != "cloudinary_ai":
         return ctx.ignored(f"info_kind {notification.get('info_kind')!r} is not background removal")
     if notification.type == "moderation" and notification.get("moderation_kind") != "manual":
@@ -109,7 +100,7 @@ def background_removed(notification: Notification, asset: Asset, ctx: Context) -
         return publish(ctx, asset, resource, auto_approved=True)
 
     if status is None:
-        ctx.act("explicit", lambda: queue_for_review(asset, own_url),
+        ctx.act("explicit", lambda: cloudinary_api.explicit(asset, moderation="manual", notification_url=own_url),
                 public_id=asset.public_id, moderation="manual", notification_url=own_url)
 
     # The marker tag is added only after the email went out: a retry after a SendGrid failure sends it,
@@ -120,7 +111,8 @@ def background_removed(notification: Notification, asset: Asset, ctx: Context) -
     if email_due:
         ctx.act("email_reviewer", lambda: email_reviewer(ctx, asset, reviewers, confidence),
                 recipients=len(reviewers))
-        ctx.act("add_tag", lambda: add_tag(NOTIFIED_TAG, asset), public_id=asset.public_id, tag=NOTIFIED_TAG)
+        ctx.act("add_tag", lambda: cloudinary_api.add_tag(NOTIFIED_TAG, asset), public_id=asset.public_id,
+                tag=NOTIFIED_TAG)
     return ctx.done(outcome="queued" if status is None else "reviewer_notified", confidence=confidence)
 
 
@@ -131,7 +123,7 @@ def background_removal_failed(notification: Notification, asset: Asset, ctx: Con
         return gone(ctx, asset, look_for_published=False)
     if FAILED_TAG in tags_of(resource):
         return ctx.ignored("already marked as failed", tag=FAILED_TAG)
-    ctx.act("add_tag", lambda: add_tag(FAILED_TAG, asset), public_id=asset.public_id, tag=FAILED_TAG)
+    ctx.act("add_tag", lambda: cloudinary_api.add_tag(FAILED_TAG, asset), public_id=asset.public_id, tag=FAILED_TAG)
     return ctx.done(outcome="marked_failed", info_status=str(notification.get("info_status")))
 
 
@@ -159,13 +151,14 @@ def rejected(asset: Asset, ctx: Context) -> Result:
         return ctx.ignored(f"the asset's moderation status is now {status or 'none'}")
 
     if on_reject == "delete":
-        result = ctx.act("delete", lambda: destroy(asset), public_id=asset.public_id, type=asset.delivery_type)
+        result = ctx.act("delete", lambda: cloudinary_api.destroy(asset), public_id=asset.public_id,
+                         type=asset.delivery_type)
         if result is not None and result != "ok":
             return ctx.ignored("the asset no longer exists")
         return ctx.done(outcome="deleted")
     if REJECTED_TAG in tags_of(resource):
         return ctx.ignored("already marked as rejected", tag=REJECTED_TAG)
-    ctx.act("add_tag", lambda: add_tag(REJECTED_TAG, asset), public_id=asset.public_id, tag=REJECTED_TAG)
+    ctx.act("add_tag", lambda: cloudinary_api.add_tag(REJECTED_TAG, asset), public_id=asset.public_id, tag=REJECTED_TAG)
     return ctx.done(outcome="kept", tag=REJECTED_TAG)
 
 
@@ -173,11 +166,9 @@ def rejected(asset: Asset, ctx: Context) -> Result:
 
 def publish(ctx: Context, asset: Asset, resource: Mapping[str, Any], *, auto_approved: bool) -> Result:
     """Rename into the public folder as type upload. Never overwrite: a taken target is a person's call."""
-    from shared import cloudinary_api
-
     target = published_id(ctx, asset)
     try:
-        ctx.act("rename", lambda: rename_to_public(asset, target), public_id=asset.public_id,
+        ctx.act("rename", lambda: cloudinary_api.rename(asset, target, to_type="upload"), public_id=asset.public_id,
                 to_public_id=target, to_type="upload")
     except cloudinary_api.AssetConflict:
         # A retry cannot fix this, so 200; the tag and the warning tell a person.
@@ -188,7 +179,8 @@ def publish(ctx: Context, asset: Asset, resource: Mapping[str, Any], *, auto_app
         if CONFLICT_TAG in tags_of(resource):
             return ctx.ignored(f"{target} already holds another asset (the asset is tagged {CONFLICT_TAG})",
                                to_public_id=target)
-        ctx.act("add_tag", lambda: add_tag(CONFLICT_TAG, asset), public_id=asset.public_id, tag=CONFLICT_TAG)
+        ctx.act("add_tag", lambda: cloudinary_api.add_tag(CONFLICT_TAG, asset), public_id=asset.public_id,
+                tag=CONFLICT_TAG)
         return ctx.done(outcome="target_taken", to_public_id=target)
     except cloudinary_api.AssetNotFound:
         return ctx.ignored("the asset no longer exists")
@@ -199,7 +191,7 @@ def gone(ctx: Context, asset: Asset, *, look_for_published: bool = True) -> Resu
     """The authenticated asset is not there. If it was published earlier (a retry, a resend), say so."""
     if look_for_published:
         target = published_id(ctx, asset)
-        published = resource_details(Asset(target, asset.resource_type, "upload", asset.asset_id, None))
+        published = cloudinary_api.resource(AssetRef(target, asset.resource_type, "upload"))
         if published is not None and (asset.asset_id is None or published.get("asset_id") in (None, asset.asset_id)):
             return ctx.ignored("already published", public_id=target)
     return ctx.ignored("the asset no longer exists")
@@ -211,37 +203,29 @@ def current_state(ctx: Context, asset: Asset, *, assumed_status: str | None) -> 
     Reads change nothing, so a dry run with credentials reads too and plans from the real state. Only the
     local demo, which has no credentials, plans from what the notification says.
     """
-    if ctx.dry_run and not ctx.settings.get("CLOUDINARY_URL"):
+    if not ctx.can_read_cloudinary:
         ctx.act("assume_state", None, reason="no CLOUDINARY_URL: planned from the notification alone")
         moderation = [{"kind": "manual", "status": assumed_status}] if assumed_status else []
         return {"public_id": asset.public_id, "tags": [], "moderation": moderation}
-    return resource_details(asset)
+    return cloudinary_api.resource(asset)
 
 
 # --- reading the notification and the settings ------------------------------------------------------
 
-class Asset:
-    """The asset a notification names. (A plain class, not a dataclass: importing ``dataclasses`` would
-    slow every cold start.)"""
+class Asset(AssetRef):
+    """The asset a notification names, and its signed delivery URL for the reviewer's email."""
 
-    __slots__ = ("asset_id", "delivery_type", "public_id", "resource_type", "secure_url")
-
-    def __init__(self, public_id: str, resource_type: str, delivery_type: str, asset_id: str | None,
-                 secure_url: str | None) -> None:
-        self.public_id = public_id
-        self.resource_type = resource_type
-        self.delivery_type = delivery_type
-        self.asset_id = asset_id
-        self.secure_url = secure_url
+    __slots__ = ("secure_url",)
 
     @classmethod
     def named_by(cls, notification: Notification) -> Asset:
         """Info and moderation notifications carry no ``type``/``resource_type``: their URL does
         (``.../image/authenticated/s--sig--/v1/id.png``). The flow's uploads are authenticated images."""
         ref = asset_named_by(notification, resource_type="image", delivery_type="authenticated")
+        asset = cls(ref.public_id, ref.resource_type, ref.delivery_type, ref.asset_id)
         url = notification.get("secure_url") or notification.get("url")
-        return cls(ref.public_id, ref.resource_type, ref.delivery_type, ref.asset_id,
-                   url if isinstance(url, str) and url.startswith("https://") else None)
+        asset.secure_url = url if isinstance(url, str) and url.startswith("https://") else None
+        return asset
 
 
 def confidence_score(notification: Notification) -> float | None:
@@ -313,72 +297,6 @@ def tags_of(resource: Mapping[str, Any]) -> list[str]:
 
 # --- Cloudinary and SendGrid calls ------------------------------------------------------------------
 
-def call_timeout(what: str, wanted: float | None = None) -> float:
-    """The call's timeout: the configured one, cut to what is left of the request's time budget. A step
-    that cannot get ``MIN_CALL_SECONDS`` is not started: every step is re-checked and safe to repeat, so
-    Cloudinary's retry finishes the work."""
-    from shared import cloudinary_api
-
-    left = getattr(_request, "deadline", math.inf) - _clock()
-    if left < max(MIN_CALL_SECONDS, wanted or 0):
-        raise DependencyUnavailable("The function ran out of time; a retry will finish the work.",
-                                    code="out_of_time", log_detail=f"{what}: {left:.1f} s left")
-    return min(cloudinary_api.timeout(), left)
-
-
-def resource_details(asset: Asset) -> dict[str, Any] | None:
-    """Admin API resource details (the rate-limited API: every call here is counted in the README)."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
-    try:
-        with cloudinary_api.calling("resources/details"):
-            return dict(sdk.api.resource(asset.public_id, resource_type=asset.resource_type,
-                                         type=asset.delivery_type, timeout=call_timeout("resources/details")))
-    except cloudinary_api.AssetNotFound:
-        return None
-
-
-def queue_for_review(asset: Asset, own_url: str) -> None:
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
-    with cloudinary_api.calling("explicit"):
-        sdk.uploader.explicit(asset.public_id, resource_type=asset.resource_type, type=asset.delivery_type,
-                              moderation="manual", notification_url=own_url, timeout=call_timeout("explicit"))
-
-
-def rename_to_public(asset: Asset, target: str) -> None:
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
-    with cloudinary_api.calling("rename"):
-        sdk.uploader.rename(asset.public_id, target, resource_type=asset.resource_type,
-                            type=asset.delivery_type, to_type="upload", overwrite=False, invalidate=True,
-                            timeout=call_timeout("rename"))
-
-
-def destroy(asset: Asset) -> str:
-    """Upload API destroy; returns Cloudinary's ``result`` ("ok", or "not found" when already gone)."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
-    with cloudinary_api.calling("destroy"):
-        result = sdk.uploader.destroy(asset.public_id, resource_type=asset.resource_type,
-                                      type=asset.delivery_type, invalidate=True, timeout=call_timeout("destroy"))
-    return str(result.get("result"))
-
-
-def add_tag(tag: str, asset: Asset) -> None:
-    """The Upload API's tags call adds without a read-modify-write, so no concurrent tag edit is lost."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
-    with cloudinary_api.calling("tags/add"):
-        sdk.uploader.add_tag(tag, [asset.public_id], resource_type=asset.resource_type,
-                             type=asset.delivery_type, timeout=call_timeout("tags/add"))
-
-
 def email_reviewer(ctx: Context, asset: Asset, reviewers: list[str], confidence: float | None) -> int:
     """One message per reviewer (nobody sees the others' addresses); click tracking off, since it would
     rewrite the signed Cloudinary link into a tracking redirect."""
@@ -388,9 +306,6 @@ def email_reviewer(ctx: Context, asset: Asset, reviewers: list[str], confidence:
 
     from shared import sendgrid_api
 
-    # SendGrid's own timeout (SENDGRID_TIMEOUT_SECONDS) cannot be cut per call: start only if it fits.
-    call_timeout("mail/send",
-                 wanted=ctx.settings.number("SENDGRID_TIMEOUT_SECONDS", sendgrid_api.DEFAULT_TIMEOUT_SECONDS))
     score = f" (background removal confidence {confidence:.2f})" if confidence is not None else ""
     link = asset.secure_url or "(no link in the notification)"
     text = (f"{asset.public_id} has its background removed{score} and waits for your review.\n\n"

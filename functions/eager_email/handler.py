@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from shared import sendgrid_api
 from shared.assets import asset_named_by
-from shared.config import word_list
-from shared.errors import BadRequest, ConfigError
+from shared.config import address_list
+from shared.errors import BadRequest
 from shared.webhook import Context, Notification, Result, webhook
 
 TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
@@ -42,15 +43,17 @@ def handle(notification: Notification, ctx: Context) -> Result:
         asset_name = asset_named_by(notification).public_id
     else:
         asset_name = f"batch {single_line(str(notification.get('batch_id') or '')) or 'without id'}"
-    recipients = read_recipients(ctx.settings.require("TO_RECIPIENTS"))
-    sender = ctx.settings.require("FROM_VERIFIED_SENDER")
+    recipients = address_list("TO_RECIPIENTS", ctx.settings.require("TO_RECIPIENTS"))
+    ctx.settings.require("FROM_VERIFIED_SENDER")  # checked before anything is done, not at sending time
 
     subject = subject_line(str(asset_name), derivations)
     failed = sum(1 for derivation in derivations if derivation.failed)
     ctx.note(recipients=len(recipients), derivations=len(derivations), failed=failed)
     ctx.act(
         "send_email",
-        lambda: send_summary(ctx, sender, recipients, subject, str(asset_name), notification, derivations),
+        lambda: sendgrid_api.send_email(ctx.settings, recipients=recipients, subject=subject,
+                                        text=text_body(asset_name, notification, derivations),
+                                        html=html_body(asset_name, notification, derivations)),
         recipients=len(recipients), subject=subject, derivations=len(derivations), failed=failed,
     )
     return ctx.done()
@@ -110,14 +113,6 @@ def read_derivations(notification: Notification) -> list[Derivation]:
     return [Derivation.from_entry(entry) for entry in entries]
 
 
-def read_recipients(raw: str) -> list[str]:
-    recipients = list(dict.fromkeys(word_list(raw)))  # drop repeats, keep the order given
-    malformed = [address for address in recipients if "@" not in address.strip("@")]
-    if malformed:
-        raise ConfigError(f"eager_email: TO_RECIPIENTS has {len(malformed)} entry(ies) that are not addresses")
-    return recipients
-
-
 def single_line(text: str) -> str:
     """``text`` with every control character or line break made a space: safe in a header."""
     return _LINE_BREAKS.sub(" ", text).strip()
@@ -172,28 +167,6 @@ def html_body(asset_name: str, notification: Notification, derivations: list[Der
         + "".join(rows)
         + f"</table><p style=\"color:#666\">{html.escape(_footer(notification))}</p>"
     )
-
-
-def send_summary(ctx: Context, sender: str, recipients: list[str], subject: str, asset_name: str,
-                 notification: Notification, derivations: list[Derivation]) -> int:
-    """One SendGrid request; one personalization per recipient, so nobody sees the others' addresses.
-    Click tracking is off: it would rewrite the Cloudinary URLs into tracking redirects."""
-    from sendgrid.helpers.mail import ClickTracking, Mail, To, TrackingSettings
-
-    from shared import sendgrid_api
-
-    message = Mail(
-        from_email=sender,
-        to_emails=[To(address) for address in recipients],
-        subject=subject,
-        plain_text_content=text_body(asset_name, notification, derivations),
-        html_content=html_body(asset_name, notification, derivations),
-        is_multiple=True,
-    )
-    tracking = TrackingSettings()
-    tracking.click_tracking = ClickTracking(enable=False, enable_text=False)
-    message.tracking_settings = tracking
-    return sendgrid_api.send(ctx.settings, message)
 
 
 def human_size(size: int) -> str:

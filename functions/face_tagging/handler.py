@@ -26,10 +26,9 @@ Responds  200 done | 200 ignored (other types, no face, no match, a training ima
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 
-from shared import config
+from shared import budget, cloudinary_api, config
 from shared.assets import asset_named_by
 from shared.errors import BadRequest, ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
@@ -160,33 +159,15 @@ class Asset:
             tags=tuple(tag for tag in _list(fields.get("tags")) if isinstance(tag, str)),
         )
 
-    def picture(self, deadline: Deadline) -> images.Picture:
+    def picture(self) -> images.Picture:
         url = images.delivery_url(self.public_id, self.resource_type, self.delivery_type, self.version)
-        return images.fetch(url, deadline.read_timeout(images.DEFAULT_READ_TIMEOUT_SECONDS))
-
-
-class Deadline:
-    """The request's time budget: work that would not finish in time is left to Cloudinary's retry."""
-
-    def __init__(self, seconds: float) -> None:
-        self.ends = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self.ends - time.monotonic()
-
-    def read_timeout(self, preferred: float) -> float:
-        return max(min(preferred, self.remaining()), 0.5)
-
-    def check(self, before: str) -> None:
-        if self.remaining() <= 0:
-            raise DependencyUnavailable("The work did not fit in the time budget; a retry will finish it.",
-                                        code="out_of_time", log_detail=f"out of time before {before}")
+        return images.fetch(url, budget.call_timeout("image fetch", images.DEFAULT_READ_TIMEOUT_SECONDS))
 
 
 def plan_only(ctx: Context) -> bool:
     """Local demo mode without credentials: nothing can be read either, so only the plan is reported.
     (An explicit DRY_RUN=1 with credentials does read: fetch, detect, search, list. It writes nothing.)"""
-    return ctx.dry_run and config.demo_mode()
+    return not ctx.can_read_cloudinary
 
 
 # --- recognise ---------------------------------------------------------------------------------------
@@ -199,13 +180,13 @@ def recognise(ctx: Context, options: Options, asset: Asset) -> Result:
         ctx.act("add_tags", None, public_id=asset.public_id, tags=[f"{options.tag_prefix}<each name found>"])
         return ctx.done()
 
-    deadline = Deadline(options.budget_seconds)
+    budget.narrow(options.budget_seconds)
     gallery = Gallery(options.collection_id)
     try:
-        picture = asset.picture(deadline)
-        deadline.check("DetectFaces")
+        picture = asset.picture()
+        budget.check("DetectFaces")
         boxes = gallery.detect(picture.data)
-    except images.AssetGone:
+    except images.ImageMissing:
         return ctx.ignored("the asset no longer exists")
     except images.ImageUnusable as error:
         return ctx.ignored(f"the image cannot be used: {error}")
@@ -217,9 +198,9 @@ def recognise(ctx: Context, options: Options, asset: Asset) -> Result:
 
     searched = boxes[:options.max_faces]  # the largest ones: bounded work per image
     crops = [images.crop(picture, box) for box in searched]
-    deadline.check("SearchFacesByImage")
+    budget.check("SearchFacesByImage")
     try:
-        matches = search_each(gallery, crops, options.threshold, deadline)
+        matches = search_each(gallery, crops, options.threshold)
     except CollectionMissing:
         return ctx.ignored("the face collection does not exist yet: add a training image first",
                            faces=len(boxes))
@@ -233,16 +214,16 @@ def recognise(ctx: Context, options: Options, asset: Asset) -> Result:
     new_tags = [tag for tag in tags if tag not in asset.tags]
     if not new_tags:
         return ctx.ignored("already tagged", tags=tags)  # a retry or a resend: nothing to write
-    deadline.check("tags/add")
-    tagged = ctx.act("add_tags", lambda: add_tags(asset, new_tags, deadline), public_id=asset.public_id,
-                     tags=new_tags)
-    if tagged is not None and asset.public_id not in tagged:
+    # One Upload API tags call for all the names: no read-modify-write, so nothing tagged meanwhile is lost.
+    try:
+        ctx.act("add_tags", lambda: cloudinary_api.add_tag(new_tags, asset), public_id=asset.public_id,
+                tags=new_tags)
+    except cloudinary_api.AssetNotFound:
         return ctx.ignored("the asset no longer exists", tags=new_tags)
     return ctx.done(faces=len(boxes), tags=new_tags)
 
 
-def search_each(gallery: Gallery, crops: list[bytes], threshold: float,
-                deadline: Deadline) -> list[tuple[str, float] | None]:
+def search_each(gallery: Gallery, crops: list[bytes], threshold: float) -> list[tuple[str, float] | None]:
     """One SearchFacesByImage per face crop, concurrently; results in the order of the crops."""
     if len(crops) == 1:
         return [gallery.search(crops[0], threshold)]
@@ -251,29 +232,13 @@ def search_each(gallery: Gallery, crops: list[bytes], threshold: float,
     pool = ThreadPoolExecutor(max_workers=min(len(crops), SEARCH_WORKERS), thread_name_prefix="face-search")
     try:
         futures = [pool.submit(gallery.search, crop, threshold) for crop in crops]
-        _, pending = wait(futures, timeout=max(deadline.remaining(), 0.0))
+        _, pending = wait(futures, timeout=max(budget.remaining(), 0.0))
         if pending:
             raise DependencyUnavailable("The face searches did not finish in time; a retry will finish them.",
                                         code="out_of_time", log_detail=f"{len(pending)} searches pending")
         return [future.result() for future in futures]  # re-raises the first failure (503, 500, ...)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def add_tags(asset: Asset, tags: list[str], deadline: Deadline) -> list[str]:
-    """One Upload API tags/add call for all the names: no read-modify-write of the tag list, so nothing
-    a person or another notification tags meanwhile is lost."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
-    try:
-        with cloudinary_api.calling("tags/add"):
-            result = sdk.uploader.add_tag(tags, [asset.public_id], resource_type=asset.resource_type,
-                                          type=asset.delivery_type,
-                                          timeout=deadline.read_timeout(cloudinary_api.timeout()))
-    except cloudinary_api.AssetNotFound:
-        return []
-    return list(result.get("public_ids") or [])
 
 
 # --- train -------------------------------------------------------------------------------------------
@@ -333,29 +298,29 @@ def train(ctx: Context, options: Options, assets: list[Asset], outcomes: dict[st
             ctx.act("index_face", None, public_id=asset.public_id, external_image_id=external_id)
         return ctx.done()
 
-    deadline = Deadline(options.budget_seconds)
+    budget.narrow(options.budget_seconds)
     collection = Collection(Gallery(options.collection_id))
     indexed = collection.faces_of({asset.asset_id or "" for asset, _, _ in todo})
     changed = False
     for asset, _, external_id in todo:
-        deadline.check(f"training {asset.public_id}")  # the rest is done by the retry; done ones are skipped
-        outcome, did = train_one(ctx, collection, asset, external_id, indexed[asset.asset_id or ""], deadline)
+        budget.check(f"training {asset.public_id}")  # the rest is done by the retry; done ones are skipped
+        outcome, did = train_one(ctx, collection, asset, external_id, indexed[asset.asset_id or ""])
         outcomes[asset.public_id] = outcome
         changed = changed or did
     return finish_training(ctx, outcomes, changed)
 
 
 def train_one(ctx: Context, collection: Collection, asset: Asset, external_id: str,
-              existing: list[IndexedFace], deadline: Deadline) -> tuple[str, bool]:
+              existing: list[IndexedFace]) -> tuple[str, bool]:
     stale = [face.face_id for face in existing if face.external_id != external_id]
     if len(stale) < len(existing):
         outcome, changed = "already indexed", False
     else:
         try:
-            picture = asset.picture(deadline)
-            deadline.check("DetectFaces")
+            picture = asset.picture()
+            budget.check("DetectFaces")
             faces = len(collection.gallery.detect(picture.data))
-        except images.AssetGone:
+        except images.ImageMissing:
             return "not indexed: the asset no longer exists", False
         except images.ImageUnusable as error:
             return f"not indexed: {error}", False
@@ -456,15 +421,13 @@ def forget(notification: Notification, ctx: Context, options: Options) -> Result
 def look_up_assets(asset_ids: list[str]) -> list[Asset]:
     """The assets that exist now, with folder and tags: Admin API resources/by_asset_ids, one call per
     100 IDs (never listing deleted ones, even if backed up)."""
-    from shared import cloudinary_api
-
     sdk = cloudinary_api.sdk()
     found: list[Asset] = []
     unique = list(dict.fromkeys(asset_ids))
     for start in range(0, len(unique), MAX_ASSET_IDS_PER_LOOKUP):
         with cloudinary_api.calling("resources/by_asset_ids"):
             answer = sdk.api.resources_by_asset_ids(unique[start:start + MAX_ASSET_IDS_PER_LOOKUP], tags=True,
-                                                    timeout=cloudinary_api.timeout())
+                                                    timeout=cloudinary_api.timeout("resources/by_asset_ids"))
         found.extend(Asset.from_fields(resource, need_asset_id=True) for resource in answer.get("resources") or []
                      if isinstance(resource, Mapping))
     return found

@@ -24,8 +24,9 @@ CROP_MARGIN = 0.25  # of the face's size, each side: Rekognition must find the f
 CROP_QUALITY = 90
 
 
-class AssetGone(Exception):
-    """The delivery URL answered 404: the asset was deleted (or renamed) meanwhile."""
+class ImageMissing(Exception):
+    """The delivery URL answered 404: the asset was deleted (or renamed) meanwhile. (Caught by the handler,
+    which answers 200 ignored; not ``shared.errors.AssetGone``, which the wrapper answers itself.)"""
 
 
 class ImageUnusable(Exception):
@@ -82,7 +83,7 @@ def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Pictu
             status = response.status_code
             reason = response.headers.get("X-Cld-Error", "")[:200]
             if status in (404, 410):
-                raise AssetGone(reason or f"delivery answered {status}")
+                raise ImageMissing(reason or f"delivery answered {status}")
             if status in (420, 429) or status >= 500:
                 raise DependencyUnavailable("Cloudinary delivery is unavailable; a retry will finish the work.",
                                             code="cloudinary_unavailable",

@@ -9,7 +9,8 @@ Responds  200 done (tag added) | 200 ignored (other types, already tagged, asset
 
 from __future__ import annotations
 
-from shared.assets import AssetRef, asset_named_by
+from shared import cloudinary_api
+from shared.assets import asset_named_by
 from shared.webhook import Context, Notification, Result, webhook
 
 DEFAULT_TAG = "Hello World!"
@@ -25,26 +26,11 @@ def handle(notification: Notification, ctx: Context) -> Result:
     if isinstance(tags, list) and tag in tags:
         return ctx.ignored("already tagged", tag=tag)
 
-    tagged = ctx.act("add_tag", lambda: add_tag(tag, asset), public_id=asset.public_id, tag=tag)
-    if tagged is not None and asset.public_id not in tagged:
-        return ctx.ignored("the asset no longer exists", tag=tag)
+    # The Upload API's tags call: no read-modify-write, so a person's or another notification's tags survive.
+    # (Deleted meanwhile: AssetNotFound, which the wrapper answers 200 ignored; a retry would not change it.)
+    ctx.act("add_tag", lambda: cloudinary_api.add_tag(tag, asset), public_id=asset.public_id, tag=tag)
     return ctx.done(tag=tag)
 
 
 handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry point
 app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI host
-
-
-def add_tag(tag: str, asset: AssetRef) -> list[str]:
-    """Add the tag with the Upload API's tags call: no read-modify-write of the tag list, so two
-    notifications (or a person editing tags meanwhile) cannot lose each other's tags."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
-    try:
-        with cloudinary_api.calling("tags/add"):
-            result = sdk.uploader.add_tag(tag, [asset.public_id], resource_type=asset.resource_type,
-                                          type=asset.delivery_type, timeout=cloudinary_api.timeout())
-    except cloudinary_api.AssetNotFound:
-        return []  # deleted meanwhile: nothing to tag, and a retry would not change that
-    return list(result.get("public_ids") or [])

@@ -39,7 +39,7 @@ def handle(notification: Notification, ctx: Context) -> Result:
     # Act only on the asset named here, and only once the Admin API confirms its current status: a queue
     # is never listed per notification, and nothing is published or deleted on the payload's word alone.
     # Without credentials (local demo mode) the check is reported instead of made.
-    outcome = settle(video, status, policy, ctx.act, can_read=bool(ctx.settings.get("CLOUDINARY_URL")))
+    outcome = settle(video, status, policy, ctx.act, can_read=ctx.can_read_cloudinary)
     ctx.note(admin_calls=outcome.calls.admin, upload_calls=outcome.calls.upload)
     if outcome.status == "ignored":
         return ctx.ignored(outcome.reason or "nothing to do", moderation=status, public_id=video.public_id)

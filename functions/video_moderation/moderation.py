@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.assets import asset_named_by
+from shared import cloudinary_api
+from shared.assets import AssetRef, asset_named_by
 from shared.config import Settings
 from shared.errors import ConfigError, DependencyUnavailable
 
@@ -45,20 +46,7 @@ RESTRICTED = [{"access_type": "token"}]
 # (Plain classes below, not dataclasses: importing ``dataclasses`` would slow every cold start.)
 
 
-class Video:
-    """The asset a notification or a queue entry names."""
-
-    __slots__ = ("asset_id", "delivery_type", "public_id", "resource_type")
-
-    def __init__(self, public_id: str, delivery_type: str = "upload", resource_type: str = "video",
-                 asset_id: str | None = None) -> None:
-        self.public_id = public_id
-        self.delivery_type = delivery_type
-        self.resource_type = resource_type
-        self.asset_id = asset_id
-
-    def describe(self) -> dict[str, str]:
-        return {"public_id": self.public_id, "resource_type": self.resource_type, "type": self.delivery_type}
+Video = AssetRef  # the asset a notification or a queue entry names (resource_type, type, public_id checked)
 
 
 class Policy:
@@ -131,7 +119,7 @@ def video_named_by(payload: Mapping[str, Any]) -> Video:
     notifications have neither): they are read from the delivery URL, else video/upload; the Admin API
     read settles it either way, since it is asked for exactly that asset."""
     ref = asset_named_by(payload, resource_type="video", delivery_type="upload")
-    return Video(ref.public_id, ref.delivery_type, ref.resource_type, ref.asset_id)
+    return ref
 
 
 def needs_publishing(resource: Mapping[str, Any]) -> bool:
@@ -186,11 +174,11 @@ def settle(video: Video, claimed: str, policy: Policy, act: Act, *, can_read: bo
     """
     calls = calls if calls is not None else Calls()
     resource: Mapping[str, Any] | None = None
-    from shared.cloudinary_api import AssetNotFound
-
     try:
         if can_read:
             resource = read_details(video, calls)
+            if resource is None:
+                return Outcome("ignored", "the video no longer exists", calls)
             different = _different_asset(video, resource)
             if different:
                 return Outcome("ignored", different, calls)
@@ -207,7 +195,7 @@ def settle(video: Video, claimed: str, policy: Policy, act: Act, *, can_read: bo
         if policy.on_reject == "delete":
             return _delete(video, act, calls)
         return _keep(video, resource, policy, act, calls)
-    except AssetNotFound:
+    except cloudinary_api.AssetNotFound:
         # deleted meanwhile (by a person, an earlier run, or a repeat of this notification): nothing to do
         return Outcome("ignored", "the video no longer exists", calls)
 
@@ -216,14 +204,12 @@ def _publish(video: Video, resource: Mapping[str, Any] | None, act: Act, calls: 
     if video.delivery_type == "authenticated":
         # Private by its type (how Cloudinary's own training uploads it): it becomes public by becoming an
         # `upload` asset under the same public ID — never overwriting one that exists.
-        from shared.cloudinary_api import AssetConflict
-
         try:
             act("publish", lambda: rename_to_upload(video, calls), **video.describe(), to_type="upload")
-        except AssetConflict:
+        except cloudinary_api.AssetConflict:
             return Outcome("ignored", "a public asset with this public ID already exists; the approved video "
                                       "stays authenticated (never overwritten)", calls)
-        video = Video(video.public_id, "upload", video.resource_type, video.asset_id)
+        video = Video(video.public_id, video.resource_type, "upload", video.asset_id)
         if resource is None or not needs_publishing(resource):
             return Outcome("done", calls=calls)
     elif resource is not None and not needs_publishing(resource):
@@ -253,91 +239,52 @@ def _keep(video: Video, resource: Mapping[str, Any] | None, policy: Policy, act:
         act("restrict", lambda: set_access_control(video, RESTRICTED, calls), **video.describe(),
             access_control=RESTRICTED)
     if tag:
-        tagged = act("tag", lambda: add_tag(video, policy.rejected_tag, calls), **video.describe(),
-                     tag=policy.rejected_tag)
-        if tagged is not None and video.public_id not in tagged:
-            return Outcome("ignored", "the video no longer exists", calls)
+        act("tag", lambda: add_tag(video, policy.rejected_tag, calls), **video.describe(), tag=policy.rejected_tag)
     return Outcome("done", calls=calls)
 
 
-# --- Cloudinary calls -------------------------------------------------------------------------------
+# --- Cloudinary calls (shared.cloudinary_api), counted: the Admin API is rate-limited -------------------
 
-def cloudinary_call(what: str):
-    """``cloudinary_api.calling``: 420/429, 5xx, timeouts -> 503; 401/403 -> 500; 404 -> AssetNotFound."""
-    from shared import cloudinary_api
-
-    return cloudinary_api.calling(what)
-
-
-def read_details(video: Video, calls: Calls) -> Mapping[str, Any]:
-    """Admin API: GET resources/<resource_type>/<type>/<public_id>."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
+def read_details(video: Video, calls: Calls) -> Mapping[str, Any] | None:
+    """Admin API: GET resources/<resource_type>/<type>/<public_id>; None when it is gone."""
     calls.admin += 1
-    with cloudinary_call("resources/details"):
-        return sdk.api.resource(video.public_id, resource_type=video.resource_type, type=video.delivery_type,
-                                timeout=cloudinary_api.timeout())
+    return cloudinary_api.resource(video)
 
 
 def set_access_control(video: Video, rules: list[dict[str, str]], calls: Calls) -> Mapping[str, Any]:
     """Admin API: POST resources/<resource_type>/<type>/<public_id> with the JSON-encoded rules."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
     calls.admin += 1
-    with cloudinary_call("resources/update"):
-        return sdk.api.update(video.public_id, resource_type=video.resource_type, type=video.delivery_type,
-                              access_control=rules, timeout=cloudinary_api.timeout())
+    return cloudinary_api.update(video, access_control=rules)
 
 
 def rename_to_upload(video: Video, calls: Calls) -> Mapping[str, Any]:
-    """Upload API rename to type `upload` (not rate-limited), without overwrite, invalidating the CDN's copies
-    of the authenticated URLs."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
+    """Upload API rename to type `upload` (not rate-limited), never overwriting, invalidating the CDN's
+    copies of the authenticated URLs."""
     calls.upload += 1
-    with cloudinary_call("rename"):
-        return sdk.uploader.rename(video.public_id, video.public_id, resource_type=video.resource_type,
-                                   type=video.delivery_type, to_type="upload", overwrite=False, invalidate=True,
-                                   timeout=cloudinary_api.timeout())
+    return cloudinary_api.rename(video, video.public_id, to_type="upload")
 
 
 def destroy(video: Video, calls: Calls) -> Mapping[str, Any]:
     """Upload API destroy (not rate-limited like the Admin API), invalidating CDN copies: a rejected video
     must stop being served, not linger in caches."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
     calls.upload += 1
-    with cloudinary_call("destroy"):
-        return sdk.uploader.destroy(video.public_id, resource_type=video.resource_type, type=video.delivery_type,
-                                    invalidate=True, timeout=cloudinary_api.timeout())
+    return {"result": cloudinary_api.destroy(video)}
 
 
-def add_tag(video: Video, tag: str, calls: Calls) -> list[str]:
+def add_tag(video: Video, tag: str, calls: Calls) -> None:
     """Upload API tags call (command=add): no read-modify-write of the tag list."""
-    from shared import cloudinary_api
-
-    sdk = cloudinary_api.sdk()
     calls.upload += 1
-    with cloudinary_call("tags/add"):
-        result = sdk.uploader.add_tag(tag, [video.public_id], resource_type=video.resource_type,
-                                      type=video.delivery_type, timeout=cloudinary_api.timeout())
-    return list(result.get("public_ids") or [])
+    cloudinary_api.add_tag(tag, video)
 
 
 def list_queue(status: str, page_size: int, cursor: str | None, calls: Calls) -> Mapping[str, Any]:
     """Admin API: GET resources/video/moderations/google_video_moderation/<status> (one page). Only the
     sweep lists; a notification never does."""
-    from shared import cloudinary_api
-
     sdk = cloudinary_api.sdk()
     options: dict[str, Any] = {"resource_type": "video", "max_results": page_size, "tags": True,
-                               "timeout": cloudinary_api.timeout()}
+                               "timeout": cloudinary_api.timeout("resources/moderations")}
     if cursor:
         options["next_cursor"] = cursor
     calls.admin += 1
-    with cloudinary_call("resources/moderations"):
+    with cloudinary_api.calling("resources/moderations"):
         return sdk.api.resources_by_moderation(KIND, status, **options)

@@ -142,7 +142,7 @@ def _list(queue: str, page_size: int, cursor: str | None, report: Report) -> Map
 def _settle_listed(queue: str, listed: Mapping[str, Any], policy: Policy, dry_run: bool,
                    report: Report) -> Entry:
     delivery_type = listed.get("type") if isinstance(listed.get("type"), str) else "upload"
-    video = Video(listed["public_id"], delivery_type, "video",
+    video = Video(listed["public_id"], "video", delivery_type,
                   listed.get("asset_id") if isinstance(listed.get("asset_id"), str) else None)
     entry = Entry(queue, video.public_id, delivery_type, "ignored")
 

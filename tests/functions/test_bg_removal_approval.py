@@ -663,12 +663,18 @@ def test_cloudinary_timeout_is_503_after_one_attempt(cloudinary_server, monkeypa
 
 
 def test_a_step_that_no_longer_fits_the_time_budget_is_left_for_the_retry(cloudinary_server, monkeypatch):
-    from functions.bg_removal_approval import handler as module
+    from werkzeug import Response
 
-    ticks = iter([0.0, 1.0, 30.0])  # budget set, the read starts, then the write would start past 15 s
-    monkeypatch.setattr(module, "_clock", lambda: next(ticks))
-    cloudinary_server.expect_oneshot_request(SHOES_DETAILS, method="GET").respond_with_json(
-        details(SHOES, moderation="approved"))
+    from shared import budget
+
+    now = [0.0]
+    monkeypatch.setattr(budget, "clock", lambda: now[0])
+
+    def slow_read(request):  # the read takes 16 s of the 15 s budget: the rename must not start
+        now[0] += 16.0
+        return Response(json.dumps(details(SHOES, moderation="approved")), content_type="application/json")
+
+    cloudinary_server.expect_oneshot_request(SHOES_DETAILS, method="GET").respond_with_handler(slow_read)
 
     response = handle(signed_request(sample(FUNCTION, "moderation_approved")))
 
