@@ -80,15 +80,29 @@ def bundle_requirements(name: str) -> list[str]:
 
 def find_interpreter(python_version: str) -> str | None:
     """A ``pythonX.Y`` to compile bytecode for the target runtime: this one if it matches, else one on PATH
-    or installed by pyenv."""
+    or installed by pyenv (newest patch release first) that really runs."""
     if f"{sys.version_info.major}.{sys.version_info.minor}" == python_version:
         return sys.executable
-    found = shutil.which(f"python{python_version}")
-    if found:
-        return found
     pyenv_root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    candidates = sorted(glob.glob(f"{pyenv_root}/versions/{python_version}.*/bin/python{python_version}"))
-    return candidates[-1] if candidates else None
+    installed = glob.glob(f"{pyenv_root}/versions/{python_version}.*/bin/python{python_version}")
+    def release(path: str) -> list[int]:
+        return [int(part) for part in re.findall(r"\d+", path.split("/versions/")[1].split("/")[0])]
+
+    installed.sort(key=release, reverse=True)
+    for candidate in [shutil.which(f"python{python_version}"), *installed]:
+        # pyenv puts a shim on PATH for every installed version, which refuses to run one not selected
+        if candidate and _runs_as(candidate, python_version):
+            return candidate
+    return None
+
+
+def _runs_as(interpreter: str, python_version: str) -> bool:
+    try:
+        answer = subprocess.run([interpreter, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return False
+    return answer.stdout.strip() == python_version
 
 
 def _pip_platform_args(architecture: str) -> list[str]:

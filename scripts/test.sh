@@ -24,5 +24,10 @@ for target in "$local_python-$local_arch" 3.12-x86_64 3.12-arm64; do
     echo "$wheels_wanted" > "$wheels/.stamp"
   fi
 done
+# The platforms' own tools for tests/platform (pinned; network only the first time, cached in .cache/platform):
+# Python 3.12 with awslambdaric and with Vercel's launcher, SAM's translator and cfn-lint rules, Netlify's config.
+for platform_script in scripts/platform/*.sh; do
+  bash "$platform_script" >/dev/null || { echo "test.sh: $platform_script failed" >&2; exit 1; }
+done
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"  # not exec: the EXIT trap of postgres.sh must stop the server
