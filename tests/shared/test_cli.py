@@ -477,3 +477,215 @@ def test_serve_and_send_on_a_fresh_copy_with_no_credentials(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# --- errors speak to a person: one line on stderr, exit status 2, no traceback (issue 12 item 13) -----------
+
+def assert_one_line_error(completed: subprocess.CompletedProcess | tuple[int, str], *words: str) -> str:
+    code, stderr = (completed.returncode, completed.stderr) if isinstance(completed, subprocess.CompletedProcess) \
+        else completed
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("env", "suggestion"), [({}, "`python -m shared serve --port "),
+                                                 ({"MAKELEVEL": "1"}, "`make serve PORT=")])
+def test_serve_on_a_busy_port_says_so_and_what_to_type_instead(env, suggestion):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        completed = run_cli("serve", "--port", str(port), env=env)
+
+    line = assert_one_line_error(completed, f"port {port} is in use", suggestion)
+    suggested = int(line.split(suggestion, 1)[1].split("`")[0])
+    assert suggested != port
+
+
+@pytest.mark.parametrize("port", ["70000", "65536", "-1", "abc", "8888.5", "99999999999999999999", "\uff18"])
+def test_serve_with_a_port_out_of_range_is_a_one_line_error(port):
+    assert_one_line_error(run_cli("serve", "--port", port), "is not a port number (0 to 65535)")
+
+
+@pytest.mark.parametrize("host", ["not a host", "999.1.1.1", "", "bad-.example", "host_name", "a" * 64 + ".example"])
+def test_serve_with_something_that_is_not_a_host_is_refused_before_any_lookup(host):
+    assert_one_line_error(run_cli("serve", "--host", host), "neither an IP address nor a host name")
+
+
+def test_serve_on_an_address_of_another_machine_says_so():
+    completed = run_cli("serve", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1: never this machine's
+    assert_one_line_error(completed, "192.0.2.1 is not an address of this machine", "--host 127.0.0.1")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--read-timeout", "0"), ("--read-timeout", "-1"),
+                                               ("--read-timeout", "nan"), ("--max-connections", "0"),
+                                               ("--max-connections", "many")])
+def test_serve_limits_must_be_positive(option, value):
+    assert_one_line_error(run_cli("serve", option, value), option)
+
+
+@pytest.mark.parametrize("arguments", [["serve", "--bogus"], ["send"], ["send", "hello_tag", "--algorithm", "md5"]])
+def test_a_usage_error_is_one_line_pointing_to_help(arguments):
+    assert_one_line_error(run_cli(*arguments), "python -m shared", "error:", "--help`)")
+
+
+@pytest.fixture
+def marker_file(tmp_path) -> Path:
+    path = tmp_path / "private.txt"
+    path.write_text("local-file-marker-3f9a\n")
+    return path
+
+
+@pytest.mark.parametrize("url", ["not-a-url", "FILE", "ftp://127.0.0.1/x", "data:,hello", "javascript:alert(1)",
+                                 "http://", "https:///path", "http://127.0.0.1:99999/x", "http://[::1/x",
+                                 "127.0.0.1:8888/api/hello_tag"])
+def test_send_to_something_that_is_not_an_http_url_is_a_one_line_error(url, marker_file, demo_secret_file, capsys):
+    if url == "FILE":
+        url = marker_file.as_uri()
+
+    code = cli.main(["send", "hello_tag", "--url", url])
+
+    captured = capsys.readouterr()
+    assert_one_line_error((code, captured.err), "--url")
+    assert "local-file-marker-3f9a" not in captured.out + captured.err
+    assert captured.out == ""
+
+
+class CannedServer:
+    """A local server answering every request with the same raw bytes, whatever they are."""
+
+    def __init__(self, answer: bytes, path_answers: dict[str, bytes] | None = None) -> None:
+        import socketserver
+
+        canned, by_path = answer, path_answers or {}
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                request_line = self.rfile.readline().decode("latin-1")
+                length = 0
+                while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                self.rfile.read(length)
+                path = request_line.split(" ")[1] if " " in request_line else "/"
+                self.wfile.write(by_path.get(path, canned))
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> CannedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def http_answer(body: bytes, status: str = "200 OK", content_type: str = "application/json",
+                extra: str = "") -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}"
+            "Connection: close\r\n\r\n").encode("latin-1") + body
+
+
+def unsafe_in(text: str) -> list[str]:
+    from tests.shared.test_serving import unsafe_characters  # the oracle, defined apart from the code
+
+    return unsafe_characters(text)
+
+
+@pytest.mark.parametrize("answer", [
+    http_answer('{"status": "done", "public_id": "a\u0085b\u2028c\u2029d\u202ee\u009b31m\u007f"}'.encode()),
+    http_answer(b'{"status": "done", "note": "\\u0085\\u2028\\u001b[2J\\r\\u202e"}'),
+    http_answer(b'{"message": "\\ud800 lone surrogate"}'),
+    http_answer(b"<html>\x1b[2J\r-> 200\n\xc2\x85forged\xe2\x80\xa8</html>", "502 Bad Gateway", "text/html"),
+    http_answer(b"plain \x07\x08\x7f text", "200 OK", "text/plain"),
+])
+def test_send_prints_whatever_the_server_answers_escaped(answer, demo_secret_file, capsys):
+    with CannedServer(answer) as server:
+        cli.main(["send", "hello_tag", "--url", f"{server.url}/hook"])
+
+    captured = capsys.readouterr()
+    assert unsafe_in(captured.out + captured.err) == [], captured.out
+    assert sum(line.startswith("-> ") for line in captured.out.splitlines()) == 1  # no forged status line
+
+
+@pytest.mark.parametrize("raw", [b"HTTP/1.1 2\x1b[31m00 OK\r\n\r\n", b"\x1b[2J\xc2\x85garbage\r\n\r\n",
+                                 b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort"])
+def test_send_to_a_server_that_does_not_speak_http_is_a_one_line_error(raw, demo_secret_file, capsys):
+    with CannedServer(raw) as server:
+        code = cli.main(["send", "hello_tag", "--url", f"{server.url}/hook"])
+
+    captured = capsys.readouterr()
+    assert_one_line_error((code, captured.err), "Could not reach")
+    assert unsafe_in(captured.err) == []
+
+
+@pytest.mark.parametrize("location", ["/elsewhere", "FILE"])
+def test_send_shows_a_redirect_instead_of_following_it(location, marker_file, demo_secret_file, capsys):
+    # urllib would follow a 302 with a GET without the body: the answer shown would not be the POST's.
+    with CannedServer(b"", {"/elsewhere": http_answer(b'{"status": "followed local-file-marker-3f9a"}')}) as server:
+        target = marker_file.as_uri() if location == "FILE" else f"{server.url}{location}"
+        with CannedServer(http_answer(b'{"error": "moved"}', "302 Found", extra=f"Location: {target}\r\n")) as hook:
+            code = cli.main(["send", "hello_tag", "--url", f"{hook.url}/hook"])
+
+    captured = capsys.readouterr()
+    assert code == 1 and "-> 302" in captured.out
+    assert "local-file-marker-3f9a" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize(("sample", "words"), [("./nope.json", ["file not found"]),
+                                               ("no/such/file.json", ["file not found"]),
+                                               ("~/no-such-sample.json", ["file not found"]),
+                                               ("nope", ["file not found", "Samples:", "upload"]),
+                                               ("nope.json", ["file not found", "Samples:"])])
+def test_send_a_missing_sample_file_says_file_not_found(sample, words, demo_secret_file, capsys):
+    code = cli.main(["send", "hello_tag", sample])
+    assert_one_line_error((code, capsys.readouterr().err), *words)
+
+
+def test_send_a_folder_as_the_sample_says_so(tmp_path, demo_secret_file, capsys):
+    code = cli.main(["send", "hello_tag", str(tmp_path)])
+    assert_one_line_error((code, capsys.readouterr().err), "is a folder")
+
+
+def test_send_to_an_unknown_function_lists_the_functions(demo_secret_file, capsys):
+    code = cli.main(["send", "no_such_function", "upload"])
+    assert_one_line_error((code, capsys.readouterr().err), "No function named", "hello_tag")
+
+
+# --- make -----------------------------------------------------------------------------------------------
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+@needs_make
+def test_make_help_lists_the_targets():
+    completed = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                               check=False)
+    assert completed.returncode == 0, completed.stderr
+    for target in ("serve", "test", "bench", "lint", "help"):
+        assert f"make {target} " in completed.stdout
+    assert "PORT=" in completed.stdout
+
+
+@needs_make
+@pytest.mark.parametrize(("arguments", "env", "expected"), [
+    ([], {}, "--host '127.0.0.1' --port '8888'"),
+    (["PORT=8899"], {}, "--host '127.0.0.1' --port '8899'"),
+    (["PORT=8899", "HOST=0.0.0.0"], {}, "--host '0.0.0.0' --port '8899'"),
+    ([], {"PORT": "1234"}, "--port '8888'"),  # a PORT left in the environment does not move the server
+])
+def test_make_serve_passes_port_and_host(arguments, env, expected):
+    completed = subprocess.run(["make", "-n", "serve", *arguments], cwd=ROOT, capture_output=True, text=True,
+                               timeout=30, check=False, env={"PATH": os.environ.get("PATH", ""), **env})
+    assert completed.returncode == 0, completed.stderr
+    assert "scripts/serve.sh" in completed.stdout and expected in completed.stdout
