@@ -130,6 +130,27 @@ def secret_reference(variable: str) -> Intrinsic:
     return sub(f"{{{{resolve:secretsmanager:${{SecretName}}:SecretString:{variable}}}}}")
 
 
+# The idempotency store of functions that send what Cloudinary's state cannot reveal (shared/idempotency.py):
+# one DynamoDB table for the stack, items expiring by DynamoDB's TTL, each function allowed its four calls.
+IDEMPOTENCY_VARIABLE = "IDEMPOTENCY_TABLE"
+IDEMPOTENCY_TABLE = "IdempotencyTable"
+IDEMPOTENCY_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+
+
+def idempotency_table() -> dict[str, Any]:
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        "Properties": {
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}],
+            "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
+            "SSESpecification": {"SSEEnabled": True},
+            "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        },
+    }
+
+
 def template_data(config: dict[str, Any] | None = None) -> dict[str, Any]:
     """template.yaml as data (intrinsic functions as ``Intrinsic``); ``render_template`` writes it."""
     config = config if config is not None else load_config()
@@ -139,7 +160,7 @@ def template_data(config: dict[str, Any] | None = None) -> dict[str, Any]:
         raise ValueError("a Lambda timeout must stay under Cloudinary's 20 s notification timeout")
     secrets = sorted({variable for spec in specs for variable in spec.requires if is_secret(variable)})
     plain_variables = sorted({variable for spec in specs for variable in (*spec.requires, *spec.optional)
-                              if not is_secret(variable)})
+                              if not is_secret(variable) and variable != IDEMPOTENCY_VARIABLE})
     parameter_defaults = config.get("parameter_defaults", {})
 
     parameters: dict[str, Any] = {
@@ -170,11 +191,15 @@ def template_data(config: dict[str, Any] | None = None) -> dict[str, Any]:
 
     resources: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
+    if any(IDEMPOTENCY_VARIABLE in spec.optional for spec in specs):
+        resources[IDEMPOTENCY_TABLE] = idempotency_table()
     for spec in specs:
         log_group = f"{spec.logical_id}LogGroup"
         variables: dict[str, Any] = {"DRY_RUN": ref("DryRun")}
         for variable in (*spec.requires, *spec.optional):
-            if not is_secret(variable):
+            if variable == IDEMPOTENCY_VARIABLE:
+                variables[variable] = ref(IDEMPOTENCY_TABLE)  # the stack's own table, not a parameter
+            elif not is_secret(variable):
                 variables[variable] = ref(parameter_name(variable))
             elif variable in spec.requires:  # an optional credential is left for the operator to add
                 variables[variable] = secret_reference(variable)
@@ -188,12 +213,13 @@ def template_data(config: dict[str, Any] | None = None) -> dict[str, Any]:
             "LoggingConfig": {"LogGroup": ref(log_group)},
             "Environment": {"Variables": variables},
         }
-        if spec.statements:
-            properties["Policies"] = [{
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": list(statement["actions"]),
-                               "Resource": _resource(statement["resource"])} for statement in spec.statements],
-            }]
+        statements = [{"Effect": "Allow", "Action": list(statement["actions"]),
+                       "Resource": _resource(statement["resource"])} for statement in spec.statements]
+        if IDEMPOTENCY_VARIABLE in spec.optional:
+            statements.append({"Effect": "Allow", "Action": list(IDEMPOTENCY_ACTIONS),
+                               "Resource": get_att(IDEMPOTENCY_TABLE, "Arn")})
+        if statements:
+            properties["Policies"] = [{"Version": "2012-10-17", "Statement": statements}]
         resources[spec.logical_id] = {"Type": "AWS::Serverless::Function", "Properties": properties}
         resources[log_group] = {
             "Type": "AWS::Logs::LogGroup",

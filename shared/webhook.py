@@ -146,6 +146,13 @@ class Context:
             return None
         return perform()
 
+    def once(self, action: str, perform: Callable[[], Any], **details: Any) -> Any:
+        """Like ``act``, but at most once per notification: a retry or a replay of the same signed request
+        skips ``perform`` (DESIGN.md §8). Returns a ``shared.idempotency.Outcome`` (``.repeated``, ``.result``)."""
+        from shared import idempotency  # standard library only; a store's client loads at its first use
+
+        return idempotency.once(self, action, perform, **details)
+
     def done(self, **details: Any) -> Result:
         return Result("done", details=details)
 

@@ -11,27 +11,46 @@ import os
 
 import pytest
 
-from tests.helpers import API_KEY, CLOUD_NAME, SECRET
+from tests.helpers import API_KEY, CLOUD_NAME, ROOT, SECRET
 
-# Every variable a function or the core reads; each test starts with none of them set.
-_ENV_VARS = [
+# Every variable the core reads, plus every one a function declares (its @webhook requires/optional): each
+# test starts with none of them set.
+_CORE_VARS = {
     "CLOUDINARY_URL", "CLOUDINARY_NOTIFICATION_SECRETS", "CLOUDINARY_WEBHOOKS_DEMO", "CLOUDINARY_CLOUD_NAME",
-    "CLOUDINARY_TIMEOUT_SECONDS", "DRY_RUN", "SENDGRID_API_KEY", "SENDGRID_API_HOST",
-    "SENDGRID_TIMEOUT_SECONDS", "FROM_VERIFIED_SENDER", "TO_RECIPIENTS", "HELLO_TAG",
-    "WEBHOOK_MAX_BODY_BYTES", "WEBHOOK_MAX_AGE_SECONDS", "WEBHOOK_MAX_FUTURE_SECONDS",
-]
+    "CLOUDINARY_TIMEOUT_SECONDS", "DRY_RUN", "SENDGRID_TIMEOUT_SECONDS", "WEBHOOK_MAX_BODY_BYTES",
+    "WEBHOOK_MAX_AGE_SECONDS", "WEBHOOK_MAX_FUTURE_SECONDS", "WEBHOOK_TIME_BUDGET_SECONDS", "VERCEL", "NETLIFY",
+}
+_PREFIXES = ("AWS_", "IDEMPOTENCY_", "ASSET_SYNC_")
+
+
+def _declared_variables() -> set[str]:
+    import importlib
+
+    declared = set()
+    for handler in sorted((ROOT / "functions").glob("*/handler.py")):
+        webhook = importlib.import_module(f"functions.{handler.parent.name}.handler").handle
+        declared.update(webhook.requires, webhook.optional, webhook.serverless_requires)
+    return declared
+
+
+_ENV_VARS = _CORE_VARS | _declared_variables()
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
+    from shared import idempotency
+
     for name in list(os.environ):
-        if name in _ENV_VARS or name.startswith(("BG_REMOV", "VIDEO_MODERATION", "FACE_", "REKOGNITION",
-                                                 "ASSET_SYNC", "AWS_", "DATABASE_URL")):
+        if name in _ENV_VARS or name.startswith(_PREFIXES):
             monkeypatch.delenv(name, raising=False)
     # botocore must never find real credentials or config files on the machine
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    return monkeypatch
+    # the local idempotency store of each test is its own, never the repository's .local/
+    idempotency.reset()
+    monkeypatch.setattr(idempotency, "DEFAULT_SQLITE_PATH", str(tmp_path / "idempotency.sqlite3"))
+    yield monkeypatch
+    idempotency.reset()
 
 
 @pytest.fixture

@@ -4,9 +4,11 @@ Trigger   eager_notification_url on an upload/explicit with eager_async=true  (n
 Env       SENDGRID_API_KEY, FROM_VERIFIED_SENDER, TO_RECIPIENTS (space- or comma-separated);
           CLOUDINARY_URL (its api_secret verifies the signature); SENDGRID_API_HOST (optional, e.g. EU)
 Calls     SendGrid mail/send: 1 per notification; Cloudinary: none
-Responds  200 done (sent) | 200 ignored (other types) | 400 no eager list | 401 bad signature
-          | 500 not configured, or SendGrid refused (bad key, unverified sender: see the log)
-          | 503 SendGrid rate limit, 5xx or timeout (Cloudinary retries)
+          IDEMPOTENCY_TABLE (DynamoDB) or DATABASE_URL: where sent emails are recorded (locally: a SQLite file)
+Responds  200 done (sent; already_sent on a retry or replay) | 200 ignored (other types) | 400 no eager list
+          | 401 bad signature | 500 not configured (no idempotency store on Lambda/Vercel, too), or SendGrid
+          refused (bad key, unverified sender: see the log) | 503 SendGrid rate limit, 5xx or timeout, or the
+          same notification still being sent (Cloudinary retries)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from shared import sendgrid_api
+from shared import idempotency, sendgrid_api
 from shared.assets import asset_named_by
 from shared.config import address_list
 from shared.errors import BadRequest
@@ -32,7 +34,7 @@ _WEB_LINK = re.compile(r"^https?://[^\s\x00-\x1f\x7f\"'<>]+$", re.IGNORECASE)  #
 @webhook(
     accepts={"eager"},
     requires=("SENDGRID_API_KEY", "FROM_VERIFIED_SENDER", "TO_RECIPIENTS"),
-    optional=("SENDGRID_API_HOST",),
+    optional=("SENDGRID_API_HOST", *idempotency.VARIABLES),
     demo_values={"FROM_VERIFIED_SENDER": "webhooks@example.com",
                  "TO_RECIPIENTS": "editor@example.com producer@example.com"},
 )
@@ -49,14 +51,16 @@ def handle(notification: Notification, ctx: Context) -> Result:
     subject = subject_line(str(asset_name), derivations)
     failed = sum(1 for derivation in derivations if derivation.failed)
     ctx.note(recipients=len(recipients), derivations=len(derivations), failed=failed)
-    ctx.act(
+    # An email is a side effect Cloudinary's state cannot reveal: a retry or a replay of this signed
+    # notification finds it recorded in the idempotency store and sends nothing again.
+    sent = ctx.once(
         "send_email",
         lambda: sendgrid_api.send_email(ctx.settings, recipients=recipients, subject=subject,
                                         text=text_body(asset_name, notification, derivations),
                                         html=html_body(asset_name, notification, derivations)),
         recipients=len(recipients), subject=subject, derivations=len(derivations), failed=failed,
     )
-    return ctx.done()
+    return ctx.done(already_sent=True) if sent.repeated else ctx.done()
 
 
 handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry point

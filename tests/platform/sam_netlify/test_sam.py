@@ -111,7 +111,26 @@ def test_each_role_grants_exactly_the_iam_actions_of_deploy_toml(sam_transformed
     expected = [{"Effect": "Allow", "Action": statement["actions"],
                  "Resource": {"Fn::Sub": statement["resource"]} if "${" in statement["resource"]
                  else statement["resource"]} for statement in SPECS[name].statements]
+    if deploy.IDEMPOTENCY_VARIABLE in SPECS[name].optional:  # its idempotency records, in the stack's table
+        expected.append({"Effect": "Allow", "Action": list(deploy.IDEMPOTENCY_ACTIONS),
+                         "Resource": {"Fn::GetAtt": [deploy.IDEMPOTENCY_TABLE, "Arn"]}})
     assert granted == expected
+
+
+def test_functions_that_send_emails_record_them_in_the_stacks_idempotency_table(sam_transformed):
+    # shared/idempotency.py's DynamoDB layout: partition key "key" (S), TTL on "expires_at" (epoch seconds)
+    table = sam_transformed["Resources"][deploy.IDEMPOTENCY_TABLE]
+    assert table["Type"] == "AWS::DynamoDB::Table"
+    properties = table["Properties"]
+    assert properties["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]
+    assert properties["AttributeDefinitions"] == [{"AttributeName": "key", "AttributeType": "S"}]
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    users = [name for name in NAMES if deploy.IDEMPOTENCY_VARIABLE in SPECS[name].optional]
+    assert "eager_email" in users
+    for name in users:
+        variables = sam_transformed["Resources"][SPECS[name].logical_id]["Properties"]["Environment"]["Variables"]
+        assert variables[deploy.IDEMPOTENCY_VARIABLE] == {"Ref": deploy.IDEMPOTENCY_TABLE}
 
 
 def test_face_tagging_may_call_rekognition_on_its_own_collection_only(sam_transformed):
