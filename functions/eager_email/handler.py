@@ -2,9 +2,10 @@
 
 Trigger   eager_notification_url on an upload/explicit with eager_async=true  (notification_type "eager")
 Env       SENDGRID_API_KEY, FROM_VERIFIED_SENDER, TO_RECIPIENTS (space- or comma-separated);
-          CLOUDINARY_URL (its api_secret verifies the signature); SENDGRID_API_HOST (optional, e.g. EU)
-Calls     SendGrid mail/send: 1 per notification; Cloudinary: none
+          CLOUDINARY_URL (its api_secret verifies the signature); SENDGRID_API_HOST (optional, e.g. EU);
           IDEMPOTENCY_TABLE (DynamoDB) or DATABASE_URL: where sent emails are recorded (locally: a SQLite file)
+Calls     SendGrid mail/send: 1 per notification, never twice for one (retried or replayed) notification;
+          the idempotency store: 2 writes; Cloudinary: none
 Responds  200 done (sent; already_sent on a retry or replay) | 200 ignored (other types) | 400 no eager list
           | 401 bad signature | 500 not configured (no idempotency store on Lambda/Vercel, too), or SendGrid
           refused (bad key, unverified sender: see the log) | 503 SendGrid rate limit, 5xx or timeout, or the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -253,3 +254,56 @@ def test_human_size():
     assert human_size(1023) == "1023 bytes"
     assert human_size(1536) == "1.5 KB"
     assert human_size(5 * 1024 * 1024) == "5.0 MB"
+
+
+# --- at most one email per notification (issue 12: a captured request replayed 5 times sent 5 emails) ---
+
+def test_the_same_signed_notification_five_times_sends_one_email(configured):
+    configured.expect_request(MAIL_PATH, method="POST").respond_with_data("", status=202)
+    request = signed_request(sample("eager_email", "eager"))
+
+    answers = [handle(request) for _ in range(5)]
+
+    assert [answer.status for answer in answers] == [200] * 5
+    assert "already_sent" not in answers[0].body
+    assert all(answer.body.get("already_sent") is True for answer in answers[1:])
+    assert len(configured.log) == 1
+
+
+def test_a_replay_signed_again_later_is_still_one_email(configured):
+    # The same body (a retry from Cloudinary, or a captured one) under a newer timestamp: the same notification.
+    configured.expect_request(MAIL_PATH, method="POST").respond_with_data("", status=202)
+    body = sample("eager_email", "eager")
+    first = handle(signed_request(body))
+    later = handle(signed_request(body, timestamp=int(time.time()) - 600))
+
+    assert first.status == later.status == 200 and later.body.get("already_sent") is True
+    assert len(configured.log) == 1
+
+
+def test_two_different_notifications_send_two_emails(configured):
+    configured.expect_request(MAIL_PATH, method="POST").respond_with_data("", status=202)
+    payload = json.loads(sample("eager_email", "eager"))
+
+    handle(signed_request(payload))
+    handle(signed_request({**payload, "batch_id": "another-batch"}))
+
+    assert len(configured.log) == 2
+
+
+def test_a_failed_send_is_sent_by_the_retry_once(configured):
+    configured.expect_oneshot_request(MAIL_PATH, method="POST").respond_with_data("", status=503)
+    configured.expect_request(MAIL_PATH, method="POST").respond_with_data("", status=202)
+    request = signed_request(sample("eager_email", "eager"))
+
+    failed, retried, again = handle(request), handle(request), handle(request)
+
+    assert failed.status == 503 and retried.status == 200 and again.body.get("already_sent") is True
+    assert len(configured.log) == 2  # the failed attempt, then exactly one delivered email
+
+
+def test_on_lambda_without_an_idempotency_store_it_is_500_and_sends_nothing(configured, monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "eager-email")
+    response = handle(signed_request(sample("eager_email", "eager")))
+    assert response.status == 500 and response.body["error"] == "not_configured"
+    assert configured.log == []
