@@ -85,10 +85,3 @@ def test_each_call_failing_then_retried(scenario, fault_name, monkeypatch, fast_
             finished = scenario.done(fake)
             TOTALS["retries that completed the work" if finished else "work lost"] += 1
             assert finished, f"the retry after a fault on call {index} did not finish the work"
-
-
-def test_print_fault_totals(capsys):
-    """Runs last in this module: the suite's counts, for BENCHMARKS.md."""
-    with capsys.disabled():
-        print(f"\nfault suite: {TOTALS}")
-    assert TOTALS["work lost"] == 0

@@ -406,11 +406,3 @@ def test_idle_connection_dropped_while_the_database_is_up_reconnects(scenario, d
 
     assert status == 200 and body["status"] == "done", body
     assert_applied_once(scenario, database, expected)
-
-
-def test_print_fault_totals(capsys):
-    """Runs last in this module: the suite's counts, for BENCHMARKS.md."""
-    with capsys.disabled():
-        print(f"\nfault suite: database {TOTALS}")
-    assert TOTALS["work lost"] == TOTALS["half-committed notifications"] == TOTALS["applied twice"] == 0
-    assert TOTALS["faults injected"] > 0
