@@ -36,6 +36,14 @@ def _declared_variables() -> set[str]:
 _ENV_VARS = _CORE_VARS | _declared_variables()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests parametrized over PostgreSQL need the throwaway server `make test` starts: mark them, so that
+    `make test-fast` (-m "not postgres ...") can leave them out."""
+    for item in items:
+        if "postgres" in item.nodeid.lower():
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
     from shared import idempotency

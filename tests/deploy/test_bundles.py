@@ -17,6 +17,8 @@ from devtools import deploy
 from tests.deploy.conftest import PYTHON_VERSION
 from tests.helpers import CLOUD_NAME, SECRET, function_url_event
 
+pytestmark = [pytest.mark.bundle, pytest.mark.slow]
+
 # Runs in `python -I -S`: no site-packages, no PYTHONPATH, no current directory; only the bundle.
 ISOLATED_PROBE = r"""
 import json, sys

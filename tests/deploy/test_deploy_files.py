@@ -155,6 +155,8 @@ def test_netlify_proxy_rules_deliver_body_and_signature_headers_untouched(monkey
         server.server_close()
 
 
+@pytest.mark.bundle
+@pytest.mark.slow
 def test_new_function_is_registered_in_every_deploy_file_bundles_and_runs(tmp_path):
     """`python -m shared new` in a copy of the project: the copy deploys without hand edits."""
     if not any(WHEELS.glob("*.whl")):

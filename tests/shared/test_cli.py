@@ -344,7 +344,8 @@ def test_check_says_database_url_is_required_on_a_serverless_platform(platform, 
     assert cli.main(["check"]) == expected_exit
 
     output = capsys.readouterr().out
-    [line] = [line for line in output.splitlines() if "DATABASE_URL" in line]
+    asset_sync = output[output.index("\nasset_sync  (accepts"):].split("\n\n")[0]
+    [line] = [line for line in asset_sync.splitlines() if "DATABASE_URL" in line]
     assert "not set" in line and "REQUIRED on AWS Lambda" in line
 
 

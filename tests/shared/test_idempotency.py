@@ -519,6 +519,8 @@ def test_a_failure_whose_claim_cannot_be_released_keeps_the_actions_error(store,
 
 def test_the_local_default_is_a_sqlite_file_in_dot_local(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # tests/conftest.py points every test's default at its own tmp_path; this test checks the real default
+    monkeypatch.setattr(idempotency, "DEFAULT_SQLITE_PATH", ".local/idempotency.sqlite3")
 
     assert idempotency.configured_backend().startswith("SQLite file .local/idempotency.sqlite3 (local default")
     assert idempotency.once(context(), "send_email", Effect(), clock=Clock()).performed
