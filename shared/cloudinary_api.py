@@ -11,8 +11,9 @@ timeout from the request's budget (``shared.budget``), and follows one 404 polic
 every write raises ``AssetNotFound`` (answered 200 "ignored: the asset no longer exists" unless the function
 catches it) — the tags call too, which answers 200 with the public IDs it tagged and leaves a vanished one
 out. Renames never overwrite.
-Writes use the Upload API (not rate-limited); ``resource``, ``update`` and ``resources_by_asset_ids`` are the
-rate-limited Admin API, which each function's README counts.
+Writes use the Upload API (not rate-limited: ``add_tag``, ``rename``, ``destroy``, ``explicit``,
+``update_metadata``); ``resource``, ``update`` and ``resources_by_asset_ids`` are the rate-limited Admin API,
+which each function's README counts.
 
 Not imported by ``shared`` itself: a request rejected for its signature never loads the SDK.
 """
@@ -181,3 +182,19 @@ def explicit(asset: Asset, **options: Any) -> dict[str, Any]:
     uploader = sdk().uploader
     with calling("explicit"):
         return dict(uploader.explicit(asset.public_id, **_where(asset), **options, timeout=timeout("explicit")))
+
+
+def update_metadata(metadata: dict[str, Any], public_ids: list[str], *, resource_type: str = "image",
+                    delivery_type: str = "upload") -> list[str]:
+    """Upload API metadata (not rate-limited): set structured metadata fields (by external ID) on up to 100
+    assets of one resource type and delivery type in one call; fields not named are left as they are.
+    Returns the public IDs Cloudinary says it updated: one missing from its answer no longer exists. A 404
+    (none of them exists) raises ``AssetNotFound``."""
+    uploader = sdk().uploader
+    with calling("metadata"):
+        result = uploader.update_metadata(metadata, list(public_ids), resource_type=resource_type,
+                                          type=delivery_type, timeout=timeout("metadata"))
+    updated = result.get("public_ids")
+    if not isinstance(updated, list):  # a 200 without the list: Cloudinary did it, it just did not say for whom
+        return list(public_ids)
+    return [public_id for public_id in updated if isinstance(public_id, str)]
