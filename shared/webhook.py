@@ -225,7 +225,10 @@ class Webhook:
             response = self._error_response(error)
             self._log_line(None, None, "rejected", response.status, started, {"error": error.code})
             return wsgi_reply(response, start_response)
-        return wsgi_reply(self(request), start_response)
+        chunks = wsgi_reply(self(request), start_response)
+        # HEAD is answered 405 like any other method, with headers only: a server that writes whatever the
+        # app returns (Vercel's) would otherwise send a body no client reads.
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else chunks
 
     # --- the pipeline ---
 
@@ -363,7 +366,8 @@ class Webhook:
         for key, value in (extra or {}).items():
             line.setdefault(key, _capped(value, MAX_LOGGED_CHARS))  # a note named "status" cannot falsify it
         level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
-        log.log(level, json.dumps(line, ensure_ascii=False, default=str), exc_info=exc_info)
+        # ensure_ascii: a payload's line breaks, C1 controls or bidi overrides reach the log escaped, never raw
+        log.log(level, json.dumps(line, ensure_ascii=True, default=str), exc_info=exc_info)
 
 
 def _capped(value: Any, limit: int, depth: int = 0) -> Any:

@@ -483,7 +483,7 @@ def test_head_on_a_function_is_405_with_allow_post_and_no_body(serve, path):
     assert answer.status == 405 and answer.headers["allow"] == "POST"
     assert answer.body == b""
     assert int(answer.headers["content-length"]) > 0  # what GET would have carried
-    assert f"HEAD {path}  405 method_not_allowed" in served.wait_for_lines(1)[0]
+    assert f"HEAD {path}  405" in served.wait_for_lines(1)[0]  # the app sends no body to read an outcome from
 
 
 @pytest.mark.parametrize(("path", "status"), [("/", 200), ("/api/no_such_function", 404)])

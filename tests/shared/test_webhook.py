@@ -146,6 +146,9 @@ def via_wsgi(body: bytes, headers: dict[str, str], method: str) -> Answer:
     code, _, phrase = seen["status"].partition(" ")
     assert phrase and phrase != "Unknown"
     response_headers = Headers(seen["headers"])
+    if method == "HEAD":  # headers only: the length of the body a GET would have had, and no body
+        assert payload == b"" and int(response_headers["Content-Length"]) > 0
+        return Answer(int(code), response_headers, {})
     assert response_headers["Content-Length"] == str(len(payload))
     return Answer(int(code), response_headers, json.loads(payload))
 
@@ -431,7 +434,10 @@ def test_the_wrapper_uses_the_real_clock_by_default():
 def test_405_with_allow_post(send, method, log_records):
     answer = send(upload(), method=method)
 
-    assert_error(answer, 405, "method_not_allowed")
+    if answer.body == {}:  # HEAD through WSGI: no body at all
+        assert method == "HEAD" and answer.status == 405
+    else:
+        assert_error(answer, 405, "method_not_allowed")
     assert answer.headers["Allow"] == "POST"
     assert performed == []
     assert len(log_records()) == 1
