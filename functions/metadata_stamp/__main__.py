@@ -19,6 +19,7 @@ Out = Callable[[str], object]
 Ask = Callable[[str], str]
 
 LABEL = "Last update timestamp"
+EXAMPLES = {"string": "ISO 8601 UTC time, e.g. 2024-05-06T12:10:00.000Z", "date": "the day only, e.g. 2024-05-06"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,10 +86,10 @@ def cmd_setup(args: argparse.Namespace, out: Out, err: Out, ask: Ask) -> int:
         return 0
 
     definition = field_definition(policy, label)
+    example = EXAMPLES[policy.field_type]
     out(f"The structured metadata field {policy.field!r} does not exist. It will be created with the Admin API "
         f"(1 call):\n  external_id  {policy.field}\n  label        {label}\n  type         {policy.field_type} "
-        f"({'the day only, e.g. 2024-05-06' if policy.field_type == 'date' else 'ISO 8601 UTC time, e.g. 2024-05-06T12:10:00.000Z'})"
-        "\n  read-only in the Media Library; not mandatory\n")
+        f"({example})\n  read-only in the Media Library; not mandatory\n")
     if args.dry_run:
         out("DRY RUN: nothing was created.\n")
         return 0
