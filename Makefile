@@ -3,13 +3,16 @@
 HOST = 127.0.0.1
 PORT = 8888
 
-.PHONY: serve test bench lint help
+.PHONY: serve test test-fast bench lint help
 
 serve:  ## run every function on http://127.0.0.1:8888 (demo mode when nothing is configured); PORT=8899 HOST=0.0.0.0 to change
 	@bash scripts/serve.sh --host '$(HOST)' --port '$(PORT)'
 
 test:  ## lint and run the whole test suite (starts a throwaway PostgreSQL for asset_sync)
 	@bash scripts/test.sh
+
+test-fast:  ## the quick loop while editing (< 30 s): no PostgreSQL, bundles, platform tools or robustness suites
+	@bash -c 'source scripts/venv.sh && .venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not postgres and not bundle and not platform"'
 
 bench:  ## regenerate BENCHMARKS.md
 	@bash scripts/bench.sh
@@ -18,4 +21,4 @@ lint:  ## ruff on the whole project
 	@bash -c 'source scripts/venv.sh && .venv/bin/ruff check .'
 
 help:  ## list these targets
-	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  make %-6s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  make %-9s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)

@@ -16,6 +16,8 @@ from tests.fakes.cloudinary import RETRYABLE_FAULTS, FakeCloudinary, Fault
 from tests.faults.scenarios import SCENARIOS, Scenario
 from tests.helpers import API_KEY, CLOUD_NAME, SECRET, signed_request
 
+pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
+
 TOTALS = {"faults injected": 0, "retries that completed the work": 0, "work lost": 0}
 
 

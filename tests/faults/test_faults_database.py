@@ -40,6 +40,8 @@ from functions.asset_sync import db
 from functions.asset_sync.handler import dedupe_key, handle
 from tests.helpers import sample, signed_request
 
+pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
+
 TABLES = ("cloudinary_events", "cloudinary_assets", "cloudinary_folders", "cloudinary_folder_renames",
           "cloudinary_sync_schema")
 TOTALS = {"faults injected": 0, "retries that completed the work": 0, "half-committed notifications": 0,

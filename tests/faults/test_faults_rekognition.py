@@ -39,6 +39,8 @@ from tests.fakes.rekognition import WRITES, FakeRekognition, aws_error
 from tests.fakes.wire import Wire, WiredCloudinary
 from tests.helpers import API_KEY, CLOUD_NAME, SECRET, sample, signed_request
 
+pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
+
 COLLECTION = "staff-faces"
 CDN = r"https://res\.cloudinary\.com/.*"
 JOSE = "José García Núñez"

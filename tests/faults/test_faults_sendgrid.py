@@ -32,6 +32,8 @@ from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.wire import Wire, WiredCloudinary
 from tests.helpers import API_KEY, CLOUD_NAME, SECRET, sample, signed_request
 
+pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
+
 NOTIFIED_TAG = "bg-removal-reviewer-notified"
 
 # SendGrid's answers a retry can fix: 503, and the next delivery sends the email.

@@ -56,6 +56,8 @@ from hypothesis import strategies as st
 from tests.helpers import API_KEY, CLOUD_NAME, ROOT, SECRET
 from tests.robustness.conftest import COUNTS, PROFILE
 
+pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
+
 NOW = 1_700_000_000  # the functions' clock is frozen here, so every example is reproducible
 MAX_AGE = 2 * 60 * 60
 MAX_FUTURE = 5 * 60

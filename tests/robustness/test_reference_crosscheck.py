@@ -1,5 +1,6 @@
 """shared.verify against the reference, ``cloudinary.utils.verify_notification_signature`` (issue 7, item 4).
 
+
 On random bodies, secrets, timestamps and signatures, with both algorithms, shared.verify accepts exactly
 what the SDK accepts, except where the SDK is wrong or stricter than hex needs, and each exception is a
 test of its own that says so:
@@ -28,11 +29,14 @@ from contextlib import contextmanager
 
 import cloudinary
 import cloudinary.utils
+import pytest
 from hypothesis import assume, given, note, settings
 from hypothesis import strategies as st
 
 from shared import verify
 from tests.robustness.conftest import COUNTS, PROFILE
+
+pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
 
 VALID_FOR = verify.DEFAULT_MAX_AGE_SECONDS  # both sides: two hours
 MARGIN = 120  # seconds kept from every boundary: the SDK reads the real clock while the test runs

@@ -378,6 +378,7 @@ def copy_of_the_repository(target: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_new_creates_a_function_whose_generated_test_passes(tmp_path):
     repo = copy_of_the_repository(tmp_path / "repo")
 
