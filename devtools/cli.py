@@ -22,7 +22,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import sys
 import urllib.error
@@ -318,37 +317,74 @@ def printable_answer(answer: bytes) -> str:
 
 # --- new ------------------------------------------------------------------------------------------
 
+SKELETON_DIR = Path(__file__).resolve().parent / "skeleton"
+
+
+def render_skeleton(name: str) -> dict[Path, str]:
+    """The files of a new function, from devtools/skeleton/*.tmpl (``string.Template``: $name, $prefix, ...)."""
+    import string
+
+    values = {"name": name, "prefix": name.upper(), "title": name.replace("_", " ").capitalize(),
+              "logical_id": "".join(part.capitalize() for part in name.split("_")) + "Function"}
+    folder = FUNCTIONS_DIR / name
+    files: dict[Path, str] = {folder / "__init__.py": "",
+                              folder / "requirements.txt": "cloudinary>=1.46,<2\n",
+                              TESTS_DIR / f"test_{name}.py": ""}
+    for source in sorted(SKELETON_DIR.rglob("*")):
+        if not source.is_file():
+            continue
+        relative = source.relative_to(SKELETON_DIR)
+        text = source.read_text()
+        if source.suffix == ".tmpl":
+            text = string.Template(text).substitute(values)
+            relative = relative.with_suffix("")
+        if relative.name == "test_handler.py":
+            files[TESTS_DIR / f"test_{name}.py"] = text
+        else:
+            files[folder / relative] = text
+    return files
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     name, template = args.name, args.template
     check_new_name(name)
-    if template not in function_names():
-        raise CliError(f"No template {template!r}. Functions: {', '.join(function_names())}")
+    if template is not None and template not in function_names():
+        raise CliError(f"No function {template!r} to copy. Functions: {', '.join(function_names())}")
     target = FUNCTIONS_DIR / name
     if target.exists():
         raise CliError(f"{target.relative_to(PROJECT_ROOT)} already exists; nothing changed.")
 
-    def rename(text: str) -> str:
-        return text.replace(template, name).replace(template.upper(), name.upper())
+    notes = []
+    if template is None:
+        files = render_skeleton(name)
+    else:  # a copy of a working function, its names replaced
+        def rename(text: str) -> str:
+            return text.replace(template, name).replace(template.upper(), name.upper())
 
+        source = FUNCTIONS_DIR / template
+        files = {target / path.relative_to(source): rename(path.read_text()) for path in sorted(source.rglob("*"))
+                 if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+        template_test = TESTS_DIR / f"test_{template}.py"
+        if template_test.is_file():
+            files[TESTS_DIR / f"test_{name}.py"] = rename(template_test.read_text())
+        else:
+            notes.append(f"{template}'s tests are not a single tests/functions/test_{template}.py, so none were "
+                         f"copied: write tests/functions/test_{name}.py")
     written = []
-    shutil.copytree(FUNCTIONS_DIR / template, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for path in sorted(target.rglob("*")):
-        if path.is_file() and path.suffix in {".py", ".md", ".json", ".txt"}:
-            path.write_text(rename(path.read_text()))
-            written.append(path)
-    template_test = TESTS_DIR / f"test_{template}.py"
-    if template_test.exists():
-        new_test = TESTS_DIR / f"test_{name}.py"
-        new_test.write_text(rename(template_test.read_text()))
-        written.append(new_test)
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
     from devtools import deploy
 
     written += deploy.write_deploy_files()  # template.yaml, api/NAME.py, netlify.toml know the new function
-    print(f"Created {name} from {template}:")
+    print(f"Created {name}" + (f" from {template}" if template else "") + ":")
     for path in written:
         print(f"  {path.relative_to(PROJECT_ROOT)}")
-    print(f"\nNext: edit functions/{name}/handler.py, then run its tests: "
-          f".venv/bin/pytest tests/functions/test_{name}.py")
+    for note in notes:
+        print(f"\nNote: {note}")
+    print(f"\nNext: edit functions/{name}/handler.py, run its tests (.venv/bin/pytest tests/functions/test_{name}.py),"
+          f"\nand restart `make serve` if it is running: it serves the functions it found when it started.")
     return 0
 
 
@@ -515,10 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--algorithm", choices=("sha1", "sha256"), default="sha1", help="signature hash")
     send.set_defaults(run=cmd_send)
 
-    new = commands.add_parser("new", help="create functions/NAME from a template, with its test",
-                              description="Copy a function (default hello_tag) and its test under a new name.")
+    new = commands.add_parser("new", help="create functions/NAME from the skeleton, or --from a function",
+                              description="Start a function from devtools/skeleton (a minimal tagging function with "
+                                          "its README, sample and test), or copy an existing one with --from.")
     new.add_argument("name", help="snake_case name of the new function")
-    new.add_argument("--from", dest="template", default="hello_tag", help="function to copy (default %(default)s)")
+    new.add_argument("--from", dest="template", default=None,
+                     help="copy this function (and its tests) instead of starting from the skeleton")
     new.set_defaults(run=cmd_new)
 
     check = commands.add_parser("check", help="list each function's environment variables: set or missing",

@@ -1,4 +1,4 @@
-"""Tag every new upload: the AWS blueprint's "Hello World" listener, and the template to copy.
+"""Tag every new upload: the AWS blueprint's "Hello World" listener.
 
 Trigger   notification_url on upload (or an upload preset, or a global "upload" trigger)
 Env       CLOUDINARY_URL; HELLO_TAG (optional, default "Hello World!")

@@ -385,23 +385,44 @@ def test_new_creates_a_function_whose_generated_test_passes(tmp_path):
     completed = run_cli("new", "my_func", cwd=repo)
 
     assert completed.returncode == 0, completed.stderr
-    assert "Created my_func from hello_tag" in completed.stdout
-    handler = repo / "functions" / "my_func" / "handler.py"
-    test_file = repo / "tests" / "functions" / "test_my_func.py"
-    assert handler.is_file() and test_file.is_file()
-    assert (repo / "functions" / "my_func" / "samples" / "upload.json").is_file()
-    assert (repo / "functions" / "my_func" / "README.md").is_file() == (ROOT / "functions" / "hello_tag" /
-                                                                         "README.md").is_file()
-    assert "hello_tag" not in handler.read_text() and "hello_tag" not in test_file.read_text()
+    assert "Created my_func:" in completed.stdout and "restart `make serve`" in completed.stdout
+    folder = repo / "functions" / "my_func"
+    handler, test_file = folder / "handler.py", repo / "tests" / "functions" / "test_my_func.py"
+    for path in (handler, test_file, folder / "README.md", folder / "samples" / "upload.json",
+                 folder / "requirements.txt", folder / "__init__.py"):
+        assert path.is_file(), path
+    source = handler.read_text()
+    assert len(source.splitlines()) <= 40
+    assert "MY_FUNC_TAG" in source and "My func" in source  # its own names, its own docstring
+    for foreign in ("hello", "Hello World", "template to copy", "SHARED", "TESTS"):
+        assert foreign not in source and foreign not in (folder / "README.md").read_text(), foreign
     assert "from functions.my_func.handler import handle" in test_file.read_text()
     assert not (ROOT / "functions" / "my_func").exists()  # the real repository is untouched
 
+    linted = subprocess.run([str(Path(sys.executable).with_name("ruff")), "check", str(handler), str(test_file)],
+                            capture_output=True, text=True, cwd=repo, check=False)
+    assert linted.returncode == 0, linted.stdout
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             "tests/functions/test_my_func.py"], capture_output=True, text=True, cwd=repo,
                            env={"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1",
                                 "HOME": os.environ.get("HOME", "/tmp")}, timeout=300, check=False)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
-    assert " passed" in tests.stdout and "failed" not in tests.stdout and "skipped" not in tests.stdout
+    assert "5 passed" in tests.stdout and "failed" not in tests.stdout and "skipped" not in tests.stdout
+
+
+@pytest.mark.parametrize(("source", "tests_copied"), [("hello_tag", True), ("video_moderation", False)])
+def test_new_from_a_function_copies_it_and_its_tests_or_says_it_did_not(tmp_path, source, tests_copied):
+    repo = copy_of_the_repository(tmp_path / "repo")
+
+    completed = run_cli("new", "my_copy", "--from", source, cwd=repo)
+
+    assert completed.returncode == 0, completed.stderr
+    assert f"Created my_copy from {source}:" in completed.stdout
+    handler = (repo / "functions" / "my_copy" / "handler.py").read_text()
+    assert source not in handler and "MY_COPY" in handler.upper()
+    copied_test = repo / "tests" / "functions" / "test_my_copy.py"
+    assert copied_test.is_file() == tests_copied
+    assert ("none were copied" in completed.stdout) == (not tests_copied)
 
 
 @pytest.mark.parametrize(("name", "message"), [("MyFunc", "snake_case"), ("1func", "snake_case"),
@@ -420,7 +441,7 @@ def test_new_refuses_bad_or_taken_names_and_changes_nothing(tmp_path, name, mess
 def test_new_from_an_unknown_template(tmp_path):
     repo = copy_of_the_repository(tmp_path / "repo")
     completed = run_cli("new", "my_func", "--from", "nope", cwd=repo)
-    assert completed.returncode == 2 and "No template 'nope'" in completed.stderr
+    assert completed.returncode == 2 and "No function 'nope' to copy" in completed.stderr
     assert not (repo / "functions" / "my_func").exists()
 
 
