@@ -416,7 +416,28 @@ def cmd_check(args: argparse.Namespace) -> int:
                 all_set &= present or not on_platform
             else:
                 print(f"  {var:<34} {'set' if present else 'not set'}  optional")
+        if "IDEMPOTENCY_TABLE" in webhook.optional:
+            all_set &= _check_idempotency_store()
     return 0 if all_set else 1
+
+
+def _check_idempotency_store() -> bool:
+    """Where a function that sends emails or messages records them (shared/idempotency.py): say which store,
+    and warn where none can work (a serverless platform without IDEMPOTENCY_TABLE or DATABASE_URL)."""
+    from shared import idempotency
+    from shared.errors import ConfigError
+
+    try:
+        backend = idempotency.configured_backend()
+    except ConfigError as error:
+        print(f"  idempotency store: UNUSABLE: {error.log_detail}")
+        return False
+    if backend is None:
+        print(f"  idempotency store: MISSING on {config.serverless_platform()}: set IDEMPOTENCY_TABLE (DynamoDB) or "
+              "DATABASE_URL (postgresql://...); every request answers 500 until then")
+        return False
+    print(f"  idempotency store: {backend}")
+    return True
 
 
 # --- bundle / deploy-files -----------------------------------------------------------------------

@@ -349,6 +349,31 @@ def test_check_says_database_url_is_required_on_a_serverless_platform(platform, 
     assert "not set" in line and "REQUIRED on AWS Lambda" in line
 
 
+@pytest.mark.parametrize(("environment", "expected", "exit_code"), [
+    ({}, "idempotency store: SQLite file", 0),
+    ({"AWS_LAMBDA_FUNCTION_NAME": "eager-email"}, "idempotency store: MISSING on AWS Lambda", 1),
+    ({"VERCEL": "1", "IDEMPOTENCY_TABLE": "sent"}, "idempotency store: DynamoDB table sent", 0),
+    ({"VERCEL": "1", "DATABASE_URL": "sqlite:///x.sqlite3"}, "idempotency store: UNUSABLE", 1),
+])
+def test_check_says_where_sent_emails_are_recorded(environment, expected, exit_code, capsys, monkeypatch):
+    required, _ = required_and_optional()
+    for var in required:
+        monkeypatch.setenv(var, SECRET_LOOKING)
+    monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://614335564976464:{SECRET_LOOKING}@demo-cloud")
+    monkeypatch.setenv("TO_RECIPIENTS", "a@example.com")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    code = cli.main(["check"])
+
+    output = capsys.readouterr().out
+    eager = output[output.index("\neager_email  (accepts"):].split("\n\n")[0]
+    assert expected in eager, eager
+    if exit_code:  # a store that cannot work fails the check, whatever else is set
+        assert code == 1
+
+
 def test_check_with_a_malformed_cloudinary_url_says_so_without_printing_it(capsys, monkeypatch):
     monkeypatch.setenv("CLOUDINARY_URL", f"https://key:{SECRET_LOOKING}@cloud")
 
