@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = sorted(path.parent.name for path in (ROOT / "functions").glob("*/handler.py"))
 HEAVY_MODULES = ("cloudinary", "sendgrid", "python_http_client", "boto3", "botocore", "requests", "psycopg",
-                 "urllib3", "PIL")
+                 "urllib3", "PIL", "slack_sdk")
 
 # Runs in the fresh interpreter: import the function, send it a badly signed Function URL event and a
 # badly signed API Gateway v1 event, and report the answers and the heavy modules that got loaded.
@@ -74,7 +74,7 @@ def test_a_badly_signed_request_imports_no_sdk(name):
     assert report["loaded"] == [], f"{name} imported {report['loaded']} to reject a bad signature"
 
 
-@pytest.mark.parametrize("module", ["cloudinary", "sendgrid", "boto3", "requests", "psycopg"])
+@pytest.mark.parametrize("module", ["cloudinary", "sendgrid", "boto3", "requests", "psycopg", "slack_sdk"])
 def test_the_sdks_watched_for_are_installed(module):
     # If an SDK were missing, "not in sys.modules" would pass for the wrong reason.
     assert importlib.util.find_spec(module) is not None

@@ -23,6 +23,7 @@ SDK_DISTRIBUTIONS = {
     "requests": "requests",
     "psycopg": "psycopg",
     "PIL": "pillow",
+    "slack_sdk": "slack-sdk",
 }
 # shared/ modules that import an SDK on a function's behalf.
 SHARED_HELPERS = {"shared.cloudinary_api": "cloudinary", "shared.sendgrid_api": "sendgrid"}

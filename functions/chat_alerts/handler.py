@@ -40,8 +40,8 @@ MAX_LISTED_ASSETS = 5  # a bulk delete names this many and counts the rest
 
 @webhook(
     accepts=set(SUPPORTED_TYPES),
-    optional=(*services.VARIABLES, "CHAT_ALERT_TYPES", "CHAT_ALERTS_TIMEOUT_SECONDS", services.LOOPBACK_VARIABLE,
-              *idempotency.VARIABLES),
+    # (CHAT_ALERTS_ALLOW_HTTP_LOOPBACK, read by services.configured, is for tests only: not a deploy setting)
+    optional=(*services.VARIABLES, "CHAT_ALERT_TYPES", "CHAT_ALERTS_TIMEOUT_SECONDS", *idempotency.VARIABLES),
 )
 def handle(notification: Notification, ctx: Context) -> Result:
     wanted = alert_types(ctx.settings)

@@ -76,7 +76,13 @@ KNOWN_SETTINGS = {
     "FROM_VERIFIED_SENDER": "webhooks@example.com",
     "TO_RECIPIENTS": "editor@example.com producer@example.com",
     "REKOGNITION_COLLECTION_ID": "robustness-faces",
+    # chat_alerts needs any one of its (optional) webhook URLs; each must be on its service's own host.
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0000/B0000/robustness",
+    "TEAMS_WEBHOOK_URL": "https://robustness.webhook.office.com/webhookb2/robustness",
+    "DISCORD_WEBHOOK_URL": "https://discord.com/api/webhooks/1/robustness",
 }
+# Optional settings of which a function needs at least one: set like required ones when it declares them.
+ANY_OF_SETTINGS = {"SLACK_WEBHOOK_URL", "TEAMS_WEBHOOK_URL", "DISCORD_WEBHOOK_URL"}
 
 # Rekognition operations that only read; every other operation, and every non-GET elsewhere, is a write.
 REKOGNITION_READS = {"DetectFaces": {"FaceDetails": []}, "SearchFacesByImage": {"FaceMatches": []},
@@ -227,7 +233,8 @@ def configure(monkeypatch: pytest.MonkeyPatch, function: Function, endpoint: str
     monkeypatch.setenv("DATABASE_URL", f"postgresql://robust:robust@127.0.0.1:{database_port}/robust")
     monkeypatch.setenv("CLOUDINARY_TIMEOUT_SECONDS", "2")
     monkeypatch.setenv("SENDGRID_TIMEOUT_SECONDS", "2")
-    for name in function.module.handle.requires:
+    webhook = function.module.handle
+    for name in (*webhook.requires, *(name for name in webhook.optional if name in ANY_OF_SETTINGS)):
         if name not in ("CLOUDINARY_URL", "DATABASE_URL"):
             monkeypatch.setenv(name, KNOWN_SETTINGS.get(name, "robustness"))
 
