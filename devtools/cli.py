@@ -1,9 +1,12 @@
 """``python -m shared``: run, try, copy and check the webhook functions locally.
 
-    serve   every function on one local server, as Netlify and Vercel would route them
-    send    sign a sample notification exactly as Cloudinary does and POST it
-    new     start a new function from a template (hello_tag by default)
-    check   which environment variables each function needs, and whether they are set
+    serve         every function on one local server, as Netlify and Vercel would route them
+    send          sign a sample notification exactly as Cloudinary does and POST it
+    new           start a function from devtools/skeleton (or copy one with --from)
+    check         which environment variables each function needs, and whether they are set
+    bundle        dist/NAME.zip for AWS Lambda (devtools.bundle)
+    deploy-files  template.yaml, netlify.toml, api/NAME.py from deploy/deploy.toml (devtools.deploy)
+    run           a function's own commands (`run asset_sync status`)
 
 The commands speak to a person at a terminal: an error is one line on stderr and exit status 2, never a
 traceback (``CliError``), and whatever a request, an answer or a payload carries is printed escaped

@@ -29,7 +29,7 @@ from types import ModuleType, SimpleNamespace
 from shared import budget, config
 from shared.errors import AssetGone, DependencyRejected, DependencyUnavailable
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any, Protocol
 

@@ -50,7 +50,7 @@ from contextlib import suppress
 from shared import config, verify
 from shared.errors import ConfigError, DependencyUnavailable
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any
 

@@ -36,7 +36,7 @@ from shared.webhook import Context, Notification, Result, webhook
 from . import images, names
 from .rekognition import CollectionMissing, Gallery, ImageRefused, IndexedFace
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any
 

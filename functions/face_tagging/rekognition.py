@@ -18,7 +18,7 @@ from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
 
 from . import names
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any
 

@@ -27,7 +27,7 @@ from shared.assets import AssetRef, asset_named_by
 from shared.config import Settings
 from shared.errors import ConfigError, DependencyUnavailable
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
