@@ -615,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("name", help="function name")
     run.add_argument("arguments", nargs=argparse.REMAINDER, help="its command and options")
     run.set_defaults(run=cmd_run)
+
+    # --- triggers (devtools/triggers.py) ---
+    from devtools import triggers
+
+    triggers.add_parser(commands)  # triggers plan|apply|test
+    # --- end triggers ---
     return parser
 
 
