@@ -6,8 +6,8 @@ Trigger   notification_url on an upload with type="authenticated", background_re
 Env       CLOUDINARY_URL; optional BG_REMOVAL_NOTIFICATION_URL (else the URL this request came to),
           BG_REMOVED_FOLDER (bg-removed), BG_REMOVAL_ON_REJECT (keep | delete), BG_REMOVAL_AUTO_APPROVE
           (a confidence 0-1; off), BG_REMOVAL_REVIEWER_EMAIL (+ SENDGRID_API_KEY, FROM_VERIFIED_SENDER)
-Calls     Admin API resource details: 1 per acted-on notification, 2 when the asset is gone (to tell
-          "already published" from "deleted"); never a queue listing. Upload API: explicit (queue) | rename
+Calls     Admin API resource details: 1 per acted-on notification (at most 1 in every case; never a
+          queue listing). Upload API: explicit (queue) | rename
           (publish) | destroy (reject=delete) | tags/add (markers): one write, two at most
 Responds  200 done (queued, published, tagged, deleted) | 200 ignored (other types and kinds, asset gone,
           already done, decision changed since) | 400 field missing | 401 bad signature
@@ -120,7 +120,7 @@ def background_removal_failed(notification: Notification, asset: Asset, ctx: Con
     """No cut-out: nothing to review. Leave a marker a person can search for, and answer 200."""
     resource = current_state(ctx, asset, assumed_status=None)
     if resource is None:
-        return gone(ctx, asset, look_for_published=False)
+        return gone(ctx, asset, maybe_published=False)
     if FAILED_TAG in tags_of(resource):
         return ctx.ignored("already marked as failed", tag=FAILED_TAG)
     ctx.act("add_tag", lambda: cloudinary_api.add_tag(FAILED_TAG, asset), public_id=asset.public_id, tag=FAILED_TAG)
@@ -144,7 +144,7 @@ def rejected(asset: Asset, ctx: Context) -> Result:
     on_reject = ctx.settings.choice("BG_REMOVAL_ON_REJECT", "keep", ("keep", "delete"))
     resource = current_state(ctx, asset, assumed_status="rejected")
     if resource is None:
-        return gone(ctx, asset, look_for_published=False)
+        return gone(ctx, asset, maybe_published=False)
     status = manual_moderation_status(resource)
     if status != "rejected":
         # Deleting on a stale rejection would destroy an image a reviewer has since approved.
@@ -187,14 +187,14 @@ def publish(ctx: Context, asset: Asset, resource: Mapping[str, Any], *, auto_app
     return ctx.done(outcome="published", public_id=target, auto_approved=auto_approved)
 
 
-def gone(ctx: Context, asset: Asset, *, look_for_published: bool = True) -> Result:
-    """The authenticated asset is not there. If it was published earlier (a retry, a resend), say so."""
-    if look_for_published:
-        target = published_id(ctx, asset)
-        published = cloudinary_api.resource(AssetRef(target, asset.resource_type, "upload"))
-        if published is not None and (asset.asset_id is None or published.get("asset_id") in (None, asset.asset_id)):
-            return ctx.ignored("already published", public_id=target)
-    return ctx.ignored("the asset no longer exists")
+def gone(ctx: Context, asset: Asset, *, maybe_published: bool = True) -> Result:
+    """The authenticated asset is not there: published by an earlier delivery of this decision (a retry, a
+    resend), or deleted. Either way nothing is left to do; telling the two apart would cost a second Admin
+    API call, and this function stays at one per notification."""
+    if not maybe_published:  # a failed removal or a rejection never publishes
+        return ctx.ignored("the asset no longer exists")
+    return ctx.ignored("the asset is no longer there (published earlier, or deleted)",
+                       published_id=published_id(ctx, asset))
 
 
 def current_state(ctx: Context, asset: Asset, *, assumed_status: str | None) -> dict[str, Any] | None:

@@ -170,16 +170,17 @@ def test_late_info_never_requeues_a_decided_asset(cloudinary_server, decided):
     assert writes(cloudinary_server) == []
 
 
-def test_info_after_the_asset_was_published_says_so(cloudinary_server):
+GONE = {"status": "ignored", "reason": "the asset is no longer there (published earlier, or deleted)",
+        "published_id": f"bg-removed/{SHOES}"}
+
+
+def test_info_after_the_asset_was_published_says_so_with_one_admin_call(cloudinary_server):
     cloudinary_server.expect_oneshot_request(SHOES_DETAILS, method="GET").respond_with_json(NOT_FOUND, status=404)
-    cloudinary_server.expect_oneshot_request(SHOES_PUBLISHED, method="GET").respond_with_json(
-        details(f"bg-removed/{SHOES}", moderation="approved", delivery_type="upload"))
 
     response = handle(signed_request(sample(FUNCTION, "info_complete")))
 
-    assert response.status == 200
-    assert response.body == {"status": "ignored", "reason": "already published", "public_id": f"bg-removed/{SHOES}"}
-    assert calls(cloudinary_server) == [("GET", SHOES_DETAILS), ("GET", SHOES_PUBLISHED)]
+    assert response.status == 200 and response.body == GONE
+    assert calls(cloudinary_server) == [("GET", SHOES_DETAILS)]
 
 
 def test_auto_approve_publishes_a_confident_cutout_without_a_queue(cloudinary_server, monkeypatch):
@@ -374,35 +375,20 @@ def test_stale_approval_publishes_nothing(cloudinary_server, now):
 
 def test_repeated_approval_after_publishing_changes_nothing(cloudinary_server):
     cloudinary_server.expect_oneshot_request(SHOES_DETAILS, method="GET").respond_with_json(NOT_FOUND, status=404)
-    cloudinary_server.expect_oneshot_request(SHOES_PUBLISHED, method="GET").respond_with_json(
-        details(f"bg-removed/{SHOES}", moderation="approved", delivery_type="upload"))
 
     response = handle(signed_request(sample(FUNCTION, "moderation_approved")))
 
-    assert response.status == 200
-    assert response.body == {"status": "ignored", "reason": "already published", "public_id": f"bg-removed/{SHOES}"}
-    assert calls(cloudinary_server) == [("GET", SHOES_DETAILS), ("GET", SHOES_PUBLISHED)]  # 2 Admin calls, the cap
+    assert response.status == 200 and response.body == GONE
+    assert calls(cloudinary_server) == [("GET", SHOES_DETAILS)]  # one Admin call, the cap
 
 
-def test_approval_for_a_deleted_asset_is_ignored(cloudinary_server):
+def test_approval_for_a_deleted_asset_is_ignored_with_one_admin_call(cloudinary_server):
     cloudinary_server.expect_oneshot_request(SHOES_DETAILS, method="GET").respond_with_json(NOT_FOUND, status=404)
-    cloudinary_server.expect_oneshot_request(SHOES_PUBLISHED, method="GET").respond_with_json(NOT_FOUND, status=404)
 
     response = handle(signed_request(sample(FUNCTION, "moderation_approved")))
 
-    assert response.body == {"status": "ignored", "reason": "the asset no longer exists"}
-    assert writes(cloudinary_server) == [] and admin_gets(cloudinary_server) == 2
-
-
-def test_published_id_holding_a_different_asset_is_not_taken_for_ours(cloudinary_server):
-    cloudinary_server.expect_oneshot_request(SHOES_DETAILS, method="GET").respond_with_json(NOT_FOUND, status=404)
-    cloudinary_server.expect_oneshot_request(SHOES_PUBLISHED, method="GET").respond_with_json(
-        details(f"bg-removed/{SHOES}", asset_id="ffffffffffffffffffffffffffffffff", delivery_type="upload"))
-
-    response = handle(signed_request(sample(FUNCTION, "moderation_approved")))
-
-    assert response.body == {"status": "ignored", "reason": "the asset no longer exists"}
-    assert writes(cloudinary_server) == []
+    assert response.body == GONE
+    assert writes(cloudinary_server) == [] and admin_gets(cloudinary_server) == 1
 
 
 def test_taken_target_is_never_overwritten_but_tagged_and_logged(cloudinary_server, caplog):
