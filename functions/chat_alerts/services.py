@@ -16,8 +16,10 @@ local stand-ins only (refused on AWS Lambda, Vercel and Netlify).
 Answers: 2xx posted; 429 and 5xx, timeouts and unreachable hosts are 503 (Cloudinary retries); any other 4xx
 (a revoked or deleted webhook, a disabled flow) is 500 ``<service>_rejected``, which no retry fixes: the log
 line says which service and what it answered, never the URL. Slack goes through ``slack_sdk``'s
-``WebhookClient`` (urllib), Teams and Discord through ``requests``; neither retries nor follows redirects on
-its own account, and each call's timeout comes from the request's budget.
+``WebhookClient`` (urllib), Teams and Discord through ``requests``; neither retries on its own account, and each
+call's timeout comes from the request's budget. ``requests`` follows no redirect (a 3xx is a refusal); urllib
+would follow a 301/302/303 from hooks.slack.com as a GET without the message, and answers a 307/308 as a
+refusal.
 """
 
 from __future__ import annotations

@@ -765,3 +765,13 @@ def test_human_size():
     assert human_size(0) == "0 bytes"
     assert human_size(1536) == "1.5 KB"
     assert human_size(5 * 1024 * 1024) == "5.0 MB"
+
+
+def test_a_redirect_is_not_followed_and_counts_as_a_refusal(chat):
+    chat.mock.replace(responses.POST, DISCORD_URL, status=302, headers={"Location": "https://elsewhere.example/"})
+
+    response = post(sample("chat_alerts", "upload"))
+
+    assert response.status == 500 and response.body["error"] == "discord_rejected"
+    assert [call.request.url for call in chat.mock.calls].count(DISCORD_URL) == 1
+    assert all("elsewhere.example" not in call.request.url for call in chat.mock.calls)
