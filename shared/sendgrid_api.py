@@ -1,7 +1,12 @@
-"""SendGrid for functions: imported at first use, host and timeout configured, errors translated.
+"""SendGrid for functions: one email sender, on SendGrid's own lightweight HTTP client.
+
+``python_http_client`` is the HTTP layer the ``sendgrid`` package is built on (same project, same
+maintainers). Sending needs nothing else: the ``sendgrid`` package would add its mail-builder classes and
+its event-webhook verifier, which imports ``cryptography`` — half of an accepted request's cold start, for
+code sending never runs. So the v3 ``mail/send`` body is built here as the plain JSON SendGrid documents.
 
 ``SENDGRID_API_HOST`` overrides the API host (EU data residency, or a local test server).
-Not imported by ``shared`` itself: a request rejected for its signature never loads the SDK.
+Not imported by ``shared`` itself: a request rejected for its signature never loads the client.
 """
 
 from __future__ import annotations
@@ -18,30 +23,42 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "https://api.sendgrid.com"
 DEFAULT_TIMEOUT_SECONDS = 8.0
 MAX_SUBJECT_CHARS = 200
+USER_AGENT = "cloudinary-webhook-functions (python_http_client)"
 
 
-def _reason(body: bytes | None) -> str:
-    """SendGrid's own explanation (``errors[].message``), short, for the log."""
-    try:
-        errors = json.loads(body or b"{}").get("errors") or []
-        return "; ".join(str(error.get("message")) for error in errors if isinstance(error, dict))[:300]
-    except (ValueError, AttributeError):
-        return (body or b"")[:200].decode("utf-8", "replace")
+def send_email(settings: config.Settings, *, recipients: list[str], subject: str, text: str, html: str) -> int:
+    """Send one email from FROM_VERIFIED_SENDER to ``recipients``; SendGrid's status code (202 accepted).
+
+    One personalization per recipient, so nobody sees the others' addresses; click tracking off, since it
+    would rewrite Cloudinary's (signed) links into tracking redirects; the subject on one line."""
+    body = {
+        "from": {"email": settings.require("FROM_VERIFIED_SENDER")},
+        "subject": " ".join(subject.split())[:MAX_SUBJECT_CHARS],
+        "personalizations": [{"to": [{"email": address}]} for address in recipients],
+        "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": html}],
+        "tracking_settings": {"click_tracking": {"enable": False, "enable_text": False}},
+    }
+    return post(settings, "mail/send", body)
 
 
-def send(settings: config.Settings, message: Any) -> int:
-    """Send a ``sendgrid.helpers.mail.Mail``; return SendGrid's status code (202 when accepted)."""
+def post(settings: config.Settings, path: str, body: dict[str, Any]) -> int:
+    """POST ``body`` to SendGrid's v3 API at ``path``; the status code. Errors become the statuses of
+    DESIGN.md §4: 429 and 5xx, timeouts and resets 503 (a retry sends it); 400/401/403 500 (it cannot)."""
     import urllib.error
 
+    from python_http_client import Client
     from python_http_client import exceptions as http_errors
-    from sendgrid import SendGridAPIClient
 
-    client = SendGridAPIClient(api_key=settings.require("SENDGRID_API_KEY"),
-                               host=settings.get("SENDGRID_API_HOST") or DEFAULT_HOST)
-    client.client.timeout = budget.call_timeout(
-        "mail/send", settings.number("SENDGRID_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
+    client = Client(host=settings.get("SENDGRID_API_HOST") or DEFAULT_HOST, version=3,
+                    request_headers={"Authorization": f"Bearer {settings.require('SENDGRID_API_KEY')}",
+                                     "User-Agent": USER_AGENT, "Accept": "application/json"},
+                    timeout=budget.call_timeout(path, settings.number("SENDGRID_TIMEOUT_SECONDS",
+                                                                      DEFAULT_TIMEOUT_SECONDS)))
+    endpoint = client
+    for segment in path.split("/"):
+        endpoint = endpoint._(segment)
     try:
-        response = client.send(message)
+        response = endpoint.post(request_body=body)
     except http_errors.HTTPError as error:
         status = int(getattr(error, "status_code", 0) or 0)
         detail = f"SendGrid {status}: {_reason(getattr(error, 'body', None))}"
@@ -58,18 +75,10 @@ def send(settings: config.Settings, message: Any) -> int:
     return int(response.status_code)
 
 
-def send_email(settings: config.Settings, *, recipients: list[str], subject: str, text: str, html: str) -> int:
-    """Send one email from FROM_VERIFIED_SENDER to ``recipients``; SendGrid's status code (202 accepted).
-
-    One personalization per recipient, so nobody sees the others' addresses; click tracking off, since it
-    would rewrite Cloudinary's (signed) links into tracking redirects; the subject on one line."""
-    from sendgrid.helpers.mail import ClickTracking, Mail, To, TrackingSettings
-
-    message = Mail(from_email=settings.require("FROM_VERIFIED_SENDER"),
-                   to_emails=[To(address) for address in recipients],
-                   subject=" ".join(subject.split())[:MAX_SUBJECT_CHARS],
-                   plain_text_content=text, html_content=html, is_multiple=True)
-    tracking = TrackingSettings()
-    tracking.click_tracking = ClickTracking(enable=False, enable_text=False)
-    message.tracking_settings = tracking
-    return send(settings, message)
+def _reason(body: bytes | None) -> str:
+    """SendGrid's own explanation (``errors[].message``), short, for the log."""
+    try:
+        errors = json.loads(body or b"{}").get("errors") or []
+        return "; ".join(str(error.get("message")) for error in errors if isinstance(error, dict))[:300]
+    except (ValueError, AttributeError):
+        return (body or b"")[:200].decode("utf-8", "replace")

@@ -17,7 +17,7 @@ FUNCTION_DIRS = sorted(path.parent for path in (ROOT / "functions").glob("*/hand
 SDK_DISTRIBUTIONS = {
     "cloudinary": "cloudinary",
     "sendgrid": "sendgrid",
-    "python_http_client": "sendgrid",
+    "python_http_client": "python-http-client",
     "boto3": "boto3",
     "botocore": "boto3",
     "requests": "requests",
@@ -26,7 +26,7 @@ SDK_DISTRIBUTIONS = {
     "slack_sdk": "slack-sdk",
 }
 # shared/ modules that import an SDK on a function's behalf.
-SHARED_HELPERS = {"shared.cloudinary_api": "cloudinary", "shared.sendgrid_api": "sendgrid"}
+SHARED_HELPERS = {"shared.cloudinary_api": "cloudinary", "shared.sendgrid_api": "python-http-client"}
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 

@@ -20,9 +20,9 @@ import logging
 import math
 from collections.abc import Mapping
 
-from shared import cloudinary_api
+from shared import cloudinary_api, sendgrid_api
 from shared.assets import AssetRef, asset_named_by
-from shared.config import word_list
+from shared.config import address_list
 from shared.errors import ConfigError
 from shared.webhook import Context, Notification, Result, webhook
 
@@ -260,11 +260,9 @@ def auto_approve_threshold(ctx: Context) -> float | None:
 def reviewer_addresses(ctx: Context) -> list[str]:
     """Reviewers to email, or none. With reviewers set, the SendGrid settings are checked before any
     write, so a missing key is a 500 up front rather than a queued asset and a failed email."""
-    reviewers = list(dict.fromkeys(word_list(ctx.settings.get("BG_REMOVAL_REVIEWER_EMAIL") or "")))
+    reviewers = address_list("BG_REMOVAL_REVIEWER_EMAIL", ctx.settings.get("BG_REMOVAL_REVIEWER_EMAIL") or "")
     if not reviewers:
         return []
-    if any("@" not in address.strip("@") for address in reviewers):
-        raise ConfigError("bg_removal_approval: BG_REMOVAL_REVIEWER_EMAIL holds a non-address")
     ctx.settings.require("FROM_VERIFIED_SENDER")
     if not ctx.dry_run:
         ctx.settings.require("SENDGRID_API_KEY")
@@ -298,13 +296,8 @@ def tags_of(resource: Mapping[str, Any]) -> list[str]:
 # --- Cloudinary and SendGrid calls ------------------------------------------------------------------
 
 def email_reviewer(ctx: Context, asset: Asset, reviewers: list[str], confidence: float | None) -> int:
-    """One message per reviewer (nobody sees the others' addresses); click tracking off, since it would
-    rewrite the signed Cloudinary link into a tracking redirect."""
+    """The reviewers' email (one message each: nobody sees the others' addresses), with the signed link."""
     import html
-
-    from sendgrid.helpers.mail import ClickTracking, Mail, To, TrackingSettings
-
-    from shared import sendgrid_api
 
     score = f" (background removal confidence {confidence:.2f})" if confidence is not None else ""
     link = asset.secure_url or "(no link in the notification)"
@@ -315,11 +308,6 @@ def email_reviewer(ctx: Context, asset: Asset, reviewers: list[str], confidence:
     body_html = (f"<p><strong>{html.escape(asset.public_id)}</strong> has its background removed"
                  f"{html.escape(score)} and waits for your review.</p><p>Image: {link_html}</p>"
                  "<p>Approve or reject it in the Media Library's moderation queue (manual).</p>")
-    message = Mail(from_email=ctx.settings.require("FROM_VERIFIED_SENDER"),
-                   to_emails=[To(address) for address in reviewers],
-                   subject=f"Review needed: background removed from {asset.public_id}"[:200],
-                   plain_text_content=text, html_content=body_html, is_multiple=True)
-    tracking = TrackingSettings()
-    tracking.click_tracking = ClickTracking(enable=False, enable_text=False)
-    message.tracking_settings = tracking
-    return sendgrid_api.send(ctx.settings, message)
+    return sendgrid_api.send_email(ctx.settings, recipients=reviewers,
+                                   subject=f"Review needed: background removed from {asset.public_id}",
+                                   text=text, html=body_html)
