@@ -439,6 +439,10 @@ def _check_idempotency_store() -> bool:
         print(f"  idempotency store: MISSING on {config.serverless_platform()}: set IDEMPOTENCY_TABLE (DynamoDB) or "
               "DATABASE_URL (postgresql://...); every request answers 500 until then")
         return False
+    for variable in ("IDEMPOTENCY_TABLE", "DATABASE_URL"):  # check never prints a configured value
+        value = os.environ.get(variable, "").strip()
+        if value:
+            backend = backend.replace(value, f"${variable}")
     print(f"  idempotency store: {backend}")
     return True
 

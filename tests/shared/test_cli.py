@@ -352,7 +352,7 @@ def test_check_says_database_url_is_required_on_a_serverless_platform(platform, 
 @pytest.mark.parametrize(("environment", "expected", "exit_code"), [
     ({}, "idempotency store: SQLite file", 0),
     ({"AWS_LAMBDA_FUNCTION_NAME": "eager-email"}, "idempotency store: MISSING on AWS Lambda", 1),
-    ({"VERCEL": "1", "IDEMPOTENCY_TABLE": "sent"}, "idempotency store: DynamoDB table sent", 0),
+    ({"VERCEL": "1", "IDEMPOTENCY_TABLE": "sent"}, "idempotency store: DynamoDB table $IDEMPOTENCY_TABLE", 0),
     ({"VERCEL": "1", "DATABASE_URL": "sqlite:///x.sqlite3"}, "idempotency store: UNUSABLE", 1),
 ])
 def test_check_says_where_sent_emails_are_recorded(environment, expected, exit_code, capsys, monkeypatch):
