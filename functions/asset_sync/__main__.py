@@ -1,8 +1,10 @@
 """``python -m functions.asset_sync migrate|replay|status``: look after the mirror database.
 
     migrate   create or upgrade the tables (the function also does this on first use)
-    replay    rebuild the mirror (assets, folders) from the event log, in one transaction
-    status    schema version, events by type, assets live and deleted, as JSON
+    replay    rebuild the mirror (assets, folders) from the event log, in one transaction; quarantined
+              events are tried again (applied once their cause is fixed)
+    status    schema version, events by type, assets live and deleted, quarantined and partly applied
+              events (the newest listed with the reason), as JSON
 
 The database is ``--database-url``, else ``DATABASE_URL``, else the function's default SQLite file.
 """
@@ -18,15 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from functions.asset_sync import db
-from functions.asset_sync.handler import APPLIERS, DEFAULT_DATABASE_URL
+from functions.asset_sync.handler import APPLIERS, DEFAULT_DATABASE_URL, plan_for
 from functions.asset_sync.mirror import Plan
 from shared.errors import WebhookError
 
 
-def planner(notification_type: str, payload: Mapping[str, Any]) -> Plan | None:
-    """The plan of a logged event, or None for a type this version does not apply."""
-    applier = APPLIERS.get(notification_type)
-    return applier(payload) if applier else None
+def planner(notification_type: str, payload: str) -> Plan | None:
+    """The plan of a logged event (its payload as signed), or None for a type this version does not apply.
+    The same as the live request's: values the databases cannot hold get the same stand-ins."""
+    if notification_type not in APPLIERS:
+        return None
+    parsed = json.loads(payload)
+    return plan_for(notification_type, parsed, payload) if isinstance(parsed, Mapping) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Create or upgrade asset_sync's tables (cloudinary_*). Idempotent.")
     commands.add_parser("replay", help="rebuild the assets and folders tables from the event log",
                         description="Delete the mirror rows and re-apply every logged event, in one "
-                                    "transaction: readers see the old mirror until the new one is complete.")
-    commands.add_parser("status", help="schema version, event counts, assets live/deleted (JSON)",
-                        description="Print what the database holds, as JSON.")
+                                    "transaction: readers see the old mirror until the new one is complete. "
+                                    "Quarantined events are tried again: applied once their cause is fixed.")
+    commands.add_parser("status", help="schema version, event counts, assets, quarantined events (JSON)",
+                        description="Print what the database holds, as JSON: events by type, assets live, "
+                                    "deleted and known only by public ID, and the events quarantined (kept but "
+                                    "not applied: the database refused them) or partly applied.")
     return parser
 
 

@@ -4,8 +4,19 @@
 
 One notification is one transaction: the event row (unique on its dedupe key, so a repeat inserts
 nothing and changes nothing), then every asset/folder row it changes, merged by ``mirror`` so that an older
-notification never overwrites newer state. Any database error rolls the whole transaction back and is
-answered 503: Cloudinary retries, and the retry finds either nothing or everything.
+notification never overwrites newer state. The asset rows are read, locked and written in batches of
+``BATCH`` (a few statements per batch, not per asset).
+
+What a failure does depends on whether a retry can fix it (``Store._retryable``):
+
+- connection lost or refused, lock or statement timeout, serialization failure, deadlock, disk full: the
+  whole transaction rolls back and the answer is 503; Cloudinary retries, and finds nothing or everything;
+- anything else while applying (the database refuses a value for good, a bug): the changes roll back to
+  the savepoint after the event row, and the event is kept, marked ``quarantined`` with the reason. The
+  answer is 200 (a 503 would only have the notification dropped after Cloudinary's retries); ``status``
+  lists it and ``replay`` applies it once the cause is fixed;
+- the time budget runs out between two batches: what is done is committed, with the event marked
+  ``partial`` and its progress; the answer is 503 and the retry continues from there.
 
 Connections are opened at first use (never at import), kept per thread for the next request of a warm
 serverless instance, and dropped on any error. The schema is migrated on first use of a database URL.
@@ -16,7 +27,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,26 +43,41 @@ from functions.asset_sync.mirror import (
     FolderChange,
     Plan,
     clock_time,
-    event_time,
+    combine,
+    folder_renames_after,
     iso_utc,
-    make_clock,
     merge,
+    new_state,
     project,
     rewrite_path,
 )
+from functions.asset_sync.storable import storable_text, storage_key
 from shared import config
-from shared.errors import BadRequest, ConfigError, DependencyUnavailable
+from shared.errors import BadRequest, ConfigError, DependencyRejected, DependencyUnavailable
 
 DEFAULT_TIMEOUT_SECONDS = 5  # connect and per-statement: two of them stay well inside Cloudinary's 20 s
 _ADVISORY_LOCK = 0x636C6473796E63  # "cldsync": one migrator at a time across concurrent instances
+BATCH = 500  # asset rows read, locked and written per batch; the time budget is checked between batches
+STATUS_LISTED = 20  # `status` lists the newest quarantined events, this many
+PROVISIONAL = "~"  # the key of a row known only by (resource_type, type, public_id) starts with it
 
 ASSET_COLUMNS = ("public_id", "resource_type", "type", "asset_folder", "display_name", "version", "version_id",
                  "format", "bytes", "width", "height", "pages", "original_filename", "created_at",
                  "secure_url", "tags", "context", "metadata", "access_control", "moderation_status",
                  "moderation_kind", "derived", "info", "deleted", "deleted_at", "last_notification_at")
 JSON_COLUMNS = frozenset({"tags", "context", "metadata", "access_control", "derived", "info"})
-INT_COLUMNS = frozenset({"version", "bytes", "width", "height", "pages"})
+# Whole-number columns and the bound each holds (PostgreSQL INTEGER and BIGINT; SQLite 8 bytes).
+INT_COLUMNS = {"version": 2**63, "bytes": 2**63, "width": 2**31, "height": 2**31, "pages": 2**31}
 TIME_COLUMNS = frozenset({"created_at", "deleted_at", "last_notification_at"})
+# SQLite result codes a retry can fix: busy, locked, out of memory, read-only (a remount), interrupted,
+# I/O error, disk full, cannot open, lock protocol.
+_SQLITE_RETRYABLE = frozenset({5, 6, 7, 8, 9, 10, 13, 14, 15})
+# PostgreSQL SQLSTATE classes a retry can fix: connection exception, transaction rollback (serialization
+# failure, deadlock), insufficient resources, object not in prerequisite state (lock not available),
+# operator intervention (statement timeout, shutdown), system error (I/O).
+_POSTGRES_RETRYABLE = frozenset({"08", "40", "53", "55", "57", "58"})
+
+clock = time.monotonic  # the time budget's clock (tests replace it: none of them sleeps)
 
 
 @dataclass(frozen=True)
@@ -61,23 +88,22 @@ class Event:
     notification_type: str
     asset_id: str | None
     received_at: str
+    event_clock: str  # mirror.make_clock(event_time(...), dedupe_key): the merge order
     payload: str
     signature_timestamp: str | None = None
     signature: str | None = None
-
-    @property
-    def clock(self) -> str:
-        return make_clock(event_time(json.loads(self.payload), self.received_at), self.dedupe_key)
 
 
 @dataclass
 class Outcome:
     duplicate: bool = False
     assets: int = 0
-    unmatched: int = 0
+    quarantined: str | None = None  # the reason, when the database refused the notification for good
+    partial: bool = False  # the time budget ran out: ``progress`` of its assets are applied
+    progress: int = 0
 
 
-Planner = Callable[[str, Mapping[str, Any]], Plan | None]
+Planner = Callable[[str, str], Plan | None]  # (notification_type, payload text) -> plan, None if not applied
 
 
 # --- URLs and connections ---------------------------------------------------------------------------
@@ -166,6 +192,29 @@ class Store:
 
         return (psycopg.Error,)
 
+    def _retryable(self, error: BaseException) -> bool:
+        """Whether a retry can fix ``error``: see the module docstring."""
+        if self.dialect == "sqlite":
+            import sqlite3
+
+            if not isinstance(error, sqlite3.OperationalError):
+                return False
+            code = getattr(error, "sqlite_errorcode", None)  # unset on one raised by hand
+            return code is None or code & 0xFF in _SQLITE_RETRYABLE
+        import psycopg
+
+        if not isinstance(error, psycopg.Error):
+            return False
+        if error.sqlstate is None:  # raised by the client: a lost connection, or a value it cannot send
+            return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+        return error.sqlstate[:2] in _POSTGRES_RETRYABLE
+
+    def _missing_table(self, error: BaseException) -> bool:
+        """A table dropped under a running instance: the next request should migrate again."""
+        if self.dialect == "sqlite":
+            return "no such table" in str(error)
+        return getattr(error, "sqlstate", None) == "42P01"
+
     def _connect(self) -> Any:
         if self.dialect == "sqlite":
             import sqlite3
@@ -214,14 +263,30 @@ class Store:
             self._connection = None
 
     def _sql(self, statement: str) -> str:
-        return statement.replace("?", "%s") if self.dialect == "postgresql" else statement
+        """``?`` placeholders as the driver wants them (psycopg: ``%s``, and a literal ``%`` doubled)."""
+        return statement.replace("%", "%%").replace("?", "%s") if self.dialect == "postgresql" else statement
 
-    def execute(self, statement: str, params: tuple[Any, ...] = ()) -> Any:
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
         return self._connection.execute(self._sql(statement), params)
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows: psycopg pipelines it (one round trip), sqlite3 runs it natively."""
+        if self.dialect == "sqlite":
+            self._connection.executemany(statement, rows)
+            return
+        with self._connection.cursor() as cursor:
+            cursor.executemany(self._sql(statement), rows)
+
+    def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column IN (values)`` and its parameters (PostgreSQL: one array parameter)."""
+        if self.dialect == "postgresql":
+            return f"{column} = ANY(?)", [list(values)]
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
-        """One transaction; any database error (connect included) becomes a 503 after rollback."""
+        """One transaction; a database error (connect included) rolls it back and becomes a 503 when a retry
+        can fix it, else a 500 (the log says what the database refused)."""
         errors = self._errors()
         if self._connection is None:
             self._connection = self._take_idle()
@@ -249,10 +314,14 @@ class Store:
             self._give_back()
         except errors as error:
             self.close()
+            detail = redact(f"{type(error).__name__}: {error}", self.url)
+            if self._missing_table(error):
+                _migrated.discard(self.url)  # the retry creates it again
+            elif not self._retryable(error):
+                raise DependencyRejected("The database refused the request; its log says why.",
+                                         code="database_rejected", log_detail=detail) from error
             raise DependencyUnavailable("The database is unavailable; a retry will finish the work.",
-                                        code="database_unavailable",
-                                        log_detail=redact(f"{type(error).__name__}: {error}", self.url)) \
-                from error
+                                        code="database_unavailable", log_detail=detail) from error
 
     def _take_idle(self) -> Any:
         with _idle_lock:
@@ -275,7 +344,10 @@ class Store:
             self._connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
         else:
             self._connection.execute("BEGIN")
-            self._connection.execute(f"SET LOCAL statement_timeout = {int(self.timeout * 1000)}")
+            # SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read back
+            # near the year-1 and year-9999 limits stay within what Python represents.
+            self._connection.execute(f"SET LOCAL statement_timeout = {int(self.timeout * 1000)}; "
+                                     "SET LOCAL TimeZone = 'UTC'")
 
     def _commit(self) -> None:
         self._connection.execute("COMMIT")
@@ -333,153 +405,291 @@ class Store:
 
     # --- recording ---
 
-    def record(self, event: Event, plan: Plan) -> Outcome:
-        """Insert the event and apply its plan, atomically. A repeat (same dedupe key) changes nothing."""
+    def record(self, event: Event, plan: Plan, *, budget: float | None = None) -> Outcome:
+        """Insert the event and apply its plan, atomically; a repeat (same dedupe key) changes nothing, except
+        that it continues an event a spent time budget left partly applied. See the module docstring."""
+        deadline = None if budget is None else clock() + budget
         with self.transaction():
             inserted = self.execute(
                 "INSERT INTO cloudinary_events (dedupe_key, notification_type, asset_id, event_clock, "
                 "received_at, payload, signature_timestamp, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                (event.dedupe_key, event.notification_type, event.asset_id, event.clock, event.received_at,
-                 event.payload, event.signature_timestamp, event.signature),
+                (event.dedupe_key, event.notification_type, storage_key(event.asset_id) if event.asset_id else None,
+                 event.event_clock, event.received_at, event.payload, event.signature_timestamp, event.signature),
             ).fetchone()
+            start = 0
             if inserted is None:
-                return Outcome(duplicate=True)
-            return self.apply(plan, event.clock)
+                lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+                found = self.execute("SELECT id, event_clock, state, progress, detail FROM cloudinary_events "  # noqa: S608
+                                     f"WHERE dedupe_key = ?{lock}", (event.dedupe_key,)).fetchone()
+                if found["state"] != "partial":
+                    return Outcome(duplicate=True, quarantined=found["detail"] if found["state"] == "quarantined"
+                                   else None)
+                event_id, start, event_clock = found["id"], found["progress"] or 0, found["event_clock"]
+            else:
+                event_id, event_clock = inserted["id"], event.event_clock
+            # A value the database refuses for good must not take the event row down with it.
+            self.execute("SAVEPOINT apply")
+            try:
+                outcome = self.apply(plan, event_clock, start=start, deadline=deadline)
+            except Exception as error:
+                if self._retryable(error) or self._missing_table(error):
+                    raise
+                self.execute("ROLLBACK TO SAVEPOINT apply")
+                reason = _reason(error, self.url)
+                self.execute("UPDATE cloudinary_events SET state = 'quarantined', progress = NULL, detail = ? "
+                             "WHERE id = ?", (reason, event_id))
+                return Outcome(quarantined=reason)
+            if outcome.partial:
+                self.execute("UPDATE cloudinary_events SET state = 'partial', progress = ? WHERE id = ?",
+                             (outcome.progress, event_id))
+            elif start:
+                self.execute("UPDATE cloudinary_events SET state = 'applied', progress = NULL WHERE id = ?",
+                             (event_id,))
+            return outcome
 
-    def apply(self, plan: Plan, clock: str) -> Outcome:
-        """Apply ``plan`` stated at ``clock`` (inside a transaction)."""
-        outcome = Outcome()
-        for change in plan.folders:
-            self._apply_folder(change, clock)
-        # A fixed lock order: two notifications naming the same assets cannot deadlock each other.
-        for change in sorted(plan.assets, key=lambda c: (c.ref.asset_id or "", c.ref.public_id or "")):
-            asset_id = self._resolve(change.ref)
-            if asset_id is None:
-                outcome.unmatched += 1
-                continue
-            self._apply_asset(asset_id, change, clock)
-            outcome.assets += 1
+    def apply(self, plan: Plan, event_clock: str, *, start: int = 0, deadline: float | None = None) -> Outcome:
+        """Apply ``plan`` stated at ``event_clock`` (inside a transaction), from its ``start``-th asset, in
+        batches; stop between two batches when the next one would end after ``deadline``."""
+        outcome = Outcome(progress=start)
+        if start == 0:
+            for change in plan.folders:
+                self._apply_folder(change, event_clock)
+        # A fixed order: two notifications naming the same assets lock them in the same order (no deadlock),
+        # and a retry's ``start`` counts the same assets.
+        changes = sorted(plan.assets, key=lambda c: (c.ref.asset_id or "", c.ref.public_id or ""))
+        position = start
+        while position < len(changes):
+            began = clock()
+            batch = changes[position:position + BATCH]
+            self._apply_batch(batch, event_clock)
+            position += len(batch)
+            outcome.assets += len(batch)
+            if deadline is not None and position < len(changes):
+                now = clock()
+                if now + (now - began) > deadline:
+                    outcome.partial = True
+                    break
+        outcome.progress = position
         return outcome
 
-    def _resolve(self, ref: AssetRef) -> str | None:
-        """The asset_id a notification means. Old-style payloads name only a public ID: the newest live
-        row with that public ID (and resource/delivery type, when given) is the one."""
-        if ref.asset_id:
-            return ref.asset_id
-        conditions, params = ["public_id = ?"], [ref.public_id]
-        for column, value in (("resource_type", ref.resource_type), ("type", ref.type)):
-            if value:
-                conditions.append(f"{column} = ?")
-                params.append(value)
-        found = self.execute(
-            f"SELECT asset_id FROM cloudinary_assets WHERE {' AND '.join(conditions)} "  # noqa: S608 - fixed column names
-            "ORDER BY deleted, last_notification_at DESC LIMIT 1", tuple(params)).fetchone()
-        return found["asset_id"] if found else None
+    def _apply_batch(self, batch: list[AssetChange], event_clock: str) -> None:
+        keys = self._resolve(batch)
+        # Rows known only by public ID that these changes name with an asset_id: merged into the asset's row.
+        named = sorted({change.ref.public_id for change in batch if change.ref.asset_id and change.ref.public_id})
+        wanted = set(keys)
+        rows = self._lock_rows(sorted(wanted), named)
+        states = {row["asset_id"]: _state(row["sync_state"]) for row in rows if row["asset_id"] in wanted}
+        missing = sorted(wanted - set(states))
+        if missing:
+            states.update(self._insert_rows(missing))
+        before = dict(states)
+        absorbed = self._absorb([row for row in rows if row["asset_id"] not in states], batch, keys, states)
+        for key, change in zip(keys, batch, strict=True):
+            states[key] = merge(states[key], change, event_clock)
+        self._write_rows([(key, state) for key, state in states.items() if state != before.get(key)
+                          or key in missing])
+        if absorbed:
+            where, params = self._in("asset_id", sorted(absorbed))
+            self.execute(f"DELETE FROM cloudinary_assets WHERE {where}", params)  # noqa: S608 - fixed names
 
-    def _lock_asset(self, asset_id: str) -> dict[str, Any] | None:
-        self.execute("INSERT INTO cloudinary_assets (asset_id, sync_state, updated_at) VALUES (?, ?, ?) "
-                     "ON CONFLICT (asset_id) DO NOTHING", (asset_id, "{}", _now()))
+    def _resolve(self, batch: list[AssetChange]) -> list[str]:
+        """The row key of each change: its asset_id; else (notifications before 2021, eager ones) the row of
+        the same (resource_type, type, public_id) — the live asset row first, newest first; else a new
+        provisional row, keyed ``~<resource_type>/<type>/<public_id>``."""
+        wanted = sorted({change.ref.public_id for change in batch if not change.ref.asset_id})
+        candidates: dict[str, list[dict[str, Any]]] = {}
+        if wanted:
+            where, params = self._in("public_id", wanted)
+            for row in self.execute("SELECT asset_id, public_id, resource_type, type, deleted, last_notification_at "  # noqa: S608
+                                    f"FROM cloudinary_assets WHERE {where}", params).fetchall():
+                row = {**row, "last_notification_at": _time_text(row["last_notification_at"]) or ""}
+                candidates.setdefault(row["public_id"], []).append(row)
+        keys = []
+        for change in batch:
+            ref = change.ref
+            if ref.asset_id:
+                keys.append(storage_key(ref.asset_id))
+                continue
+            found = sorted((row for row in candidates.get(ref.public_id, []) if _same_asset(row, ref)),
+                           key=lambda row: row["last_notification_at"], reverse=True)
+            found.sort(key=lambda row: (row["asset_id"].startswith(PROVISIONAL), bool(row["deleted"])))
+            if found:
+                keys.append(found[0]["asset_id"])
+                continue
+            key = storage_key(provisional_key(ref))
+            candidates.setdefault(ref.public_id, []).append(
+                {"asset_id": key, "resource_type": ref.resource_type, "type": ref.type, "deleted": False,
+                 "last_notification_at": ""})
+            keys.append(key)
+        return keys
+
+    def _lock_rows(self, keys: list[str], public_ids: list[str]) -> list[dict[str, Any]]:
+        """The rows ``keys`` name, and the provisional rows of ``public_ids``, locked for this transaction."""
+        where, params = self._in("asset_id", keys)
+        if public_ids:
+            provisional, more = self._in("public_id", public_ids)
+            where = f"{where} OR (asset_id LIKE '{PROVISIONAL}%' AND {provisional})"
+            params += more
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-        row = self.execute(f"SELECT sync_state FROM cloudinary_assets WHERE asset_id = ?{lock}",  # noqa: S608
-                           (asset_id,)).fetchone()
-        state = row["sync_state"]
-        return json.loads(state) if isinstance(state, str) else state
+        return self.execute("SELECT asset_id, public_id, resource_type, type, sync_state "  # noqa: S608
+                            f"FROM cloudinary_assets WHERE {where} ORDER BY asset_id{lock}", params).fetchall()
 
-    def _apply_asset(self, asset_id: str, change: AssetChange, clock: str) -> None:
-        state = self._lock_asset(asset_id) or {}
-        merged = merge(state, change, clock)
-        if merged != state:
-            self._write_asset(asset_id, merged)
+    def _insert_rows(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """New, empty rows for ``keys`` (a concurrent request may insert some first: those are read, locked)."""
+        now = _now()
+        values = ", ".join("(?, ?, ?)" for _ in keys)
+        params = [value for key in keys for value in (key, "{}", now)]
+        inserted = {row["asset_id"] for row in self.execute(
+            f"INSERT INTO cloudinary_assets (asset_id, sync_state, updated_at) VALUES {values} "  # noqa: S608
+            "ON CONFLICT (asset_id) DO NOTHING RETURNING asset_id", params).fetchall()}
+        states = {key: new_state() for key in inserted}
+        raced = [key for key in keys if key not in inserted]
+        if raced:
+            states.update({row["asset_id"]: _state(row["sync_state"]) for row in self._lock_rows(raced, [])})
+        return states
 
-    def _write_asset(self, asset_id: str, state: Mapping[str, Any]) -> None:
-        row = _columns(project(state, self._renames_after(state)))
+    def _absorb(self, provisional: list[dict[str, Any]], batch: list[AssetChange], keys: list[str],
+                states: dict[str, dict[str, Any]]) -> set[str]:
+        """Merge each provisional row into the row of the asset a change names it by (asset_id and public ID of
+        the same types); the keys of the rows merged, to delete."""
+        absorbed: set[str] = set()
+        for row in provisional:
+            for key, change in zip(keys, batch, strict=True):
+                if change.ref.asset_id and change.ref.public_id == row["public_id"] and _same_asset(row, change.ref):
+                    states[key] = combine(states[key], _state(row["sync_state"]))
+                    absorbed.add(row["asset_id"])
+                    break
+        return absorbed
+
+    def _write_rows(self, rows: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Each row's columns projected from its merge state, in one statement."""
+        if not rows:
+            return
+        folder_clocks = [state["fields"]["asset_folder"][1] for _key, state in rows
+                         if state.get("fields", {}).get("asset_folder")]
+        renames = self._renames_after_clock(min(folder_clocks)) if folder_clocks else []
+        now = _now()
+        params = []
+        for key, state in rows:
+            folder = state.get("fields", {}).get("asset_folder")
+            row = _columns(project(state, folder_renames_after(renames, folder[1]) if folder else []))
+            params.append((*(row[column] for column in ASSET_COLUMNS),
+                           json.dumps(state, ensure_ascii=False, separators=(",", ":")), now, key))
         assignments = ", ".join(f"{column} = ?" for column in ASSET_COLUMNS)
-        self.execute(f"UPDATE cloudinary_assets SET {assignments}, sync_state = ?, updated_at = ? "  # noqa: S608
-                     "WHERE asset_id = ?",
-                     (*(row[column] for column in ASSET_COLUMNS), json.dumps(state), _now(), asset_id))
+        self.executemany(f"UPDATE cloudinary_assets SET {assignments}, sync_state = ?, updated_at = ? "  # noqa: S608
+                         "WHERE asset_id = ?", params)
 
-    def _renames_after(self, state: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-        folder = state.get("fields", {}).get("asset_folder")
-        return self._renames_after_clock(folder[1]) if folder else []
-
-    def _renames_after_clock(self, clock: str) -> list[tuple[str, str, str]]:
-        """Folder renames that happened after ``clock``, in the order they happened."""
+    def _renames_after_clock(self, event_clock: str) -> list[tuple[str, str, str]]:
+        """Folder renames that happened after ``event_clock``, in the order they happened."""
         rows = self.execute("SELECT event_clock, from_path, to_path FROM cloudinary_folder_renames "
-                            "WHERE event_clock > ? ORDER BY event_clock", (clock,)).fetchall()
+                            "WHERE event_clock > ? ORDER BY event_clock", (event_clock,)).fetchall()
         return [(row["event_clock"], row["from_path"], row["to_path"]) for row in rows]
 
-    def _apply_folder(self, change: FolderChange, clock: str) -> None:
+    def _apply_folder(self, change: FolderChange, event_clock: str) -> None:
         if change.kind == "delete":
-            self._set_folder(change.path, True, clock)
+            self._set_folder(change.path, True, event_clock)
             return
         if change.kind == "create":
             # A folder created before a rename that already arrived lives under the new name now.
             path = change.path
-            for rename_clock, from_path, to_path in self._renames_after_clock(clock):
+            for rename_clock, from_path, to_path in self._renames_after_clock(event_clock):
                 moved = rewrite_path(path, from_path, to_path)
                 if moved is not None:
                     self._set_folder(path, True, rename_clock)
                     path = moved
-            self._set_folder(path, False, clock)
+            self._set_folder(path, False, event_clock)
             return
         to_path = change.to_path or ""
         self.execute("INSERT INTO cloudinary_folder_renames (event_clock, from_path, to_path) VALUES (?, ?, ?) "
-                     "ON CONFLICT (event_clock) DO NOTHING", (clock, change.path, to_path))
+                     "ON CONFLICT (event_clock) DO NOTHING", (event_clock, change.path, to_path))
         pattern = _like_prefix(change.path)
         for row in self.execute("SELECT path FROM cloudinary_folders WHERE NOT deleted AND path LIKE ? "
                                 "ESCAPE '\\' ORDER BY path", (pattern,)).fetchall():
             moved = rewrite_path(row["path"], change.path, to_path)
-            if moved is not None and self._set_folder(row["path"], True, clock):
-                self._set_folder(moved, False, clock)
-        self._set_folder(change.path, True, clock)  # the old name is gone, whether we knew it or not
-        self._set_folder(to_path, False, clock)
+            if moved is not None and self._set_folder(row["path"], True, event_clock):
+                self._set_folder(moved, False, event_clock)
+        self._set_folder(change.path, True, event_clock)  # the old name is gone, whether we knew it or not
+        self._set_folder(to_path, False, event_clock)
         # Assets in the folder: re-project their folder through the renames that came after their own.
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         query = ("SELECT asset_id, sync_state FROM cloudinary_assets WHERE asset_folder = ? "  # noqa: S608
                  f"OR asset_folder LIKE ? ESCAPE '\\' ORDER BY asset_id{lock}")
-        for row in self.execute(query,
-                                (change.path, pattern)).fetchall():
-            state = row["sync_state"]
-            self._write_asset(row["asset_id"], json.loads(state) if isinstance(state, str) else state)
+        rows = self.execute(query, (change.path, pattern)).fetchall()
+        self._write_rows([(row["asset_id"], _state(row["sync_state"])) for row in rows])
 
-    def _set_folder(self, path: str, deleted: bool, clock: str) -> bool:
+    def _set_folder(self, path: str, deleted: bool, event_clock: str) -> bool:
         """Last writer wins on the folder's existence; True when this clock won."""
         changed = self.execute(
             "INSERT INTO cloudinary_folders (path, deleted, changed_at, sync_clock, updated_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET deleted = excluded.deleted, "
             "changed_at = excluded.changed_at, sync_clock = excluded.sync_clock, updated_at = excluded.updated_at "
             "WHERE cloudinary_folders.sync_clock < excluded.sync_clock RETURNING path",
-            (path, deleted, clock_time(clock), clock, _now())).fetchone()
+            (storage_key(path), deleted, clock_time(event_clock), event_clock, _now())).fetchone()
         return changed is not None
 
     # --- replay and reading ---
 
     def replay(self, planner: Planner) -> dict[str, int]:
-        """Rebuild the mirror (assets, folders) from the event log, in one transaction."""
-        counts = {"events": 0, "applied": 0, "skipped": 0}
+        """Rebuild the mirror (assets, folders) from the event log, in one transaction. An event the database
+        refuses is (still, or now) quarantined; a quarantined or partly applied one that applies is applied."""
+        counts = {"events": 0, "applied": 0, "skipped": 0, "quarantined": 0}
         with self.transaction():
             for table in ("cloudinary_assets", "cloudinary_folders", "cloudinary_folder_renames"):
                 self.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
             last_id = 0
             while True:  # in pages: a log of millions of events need not fit in memory
-                rows = self.execute("SELECT id, notification_type, event_clock, payload FROM cloudinary_events "
-                                    "WHERE id > ? ORDER BY id LIMIT ?", (last_id, REPLAY_PAGE)).fetchall()
+                rows = self.execute("SELECT id, notification_type, event_clock, payload, state FROM "
+                                    "cloudinary_events WHERE id > ? ORDER BY id LIMIT ?",
+                                    (last_id, REPLAY_PAGE)).fetchall()
                 if not rows:
                     break
                 last_id = rows[-1]["id"]
+                plans = []
                 for row in rows:
                     counts["events"] += 1
                     try:
-                        plan = planner(row["notification_type"], json.loads(row["payload"]))
-                    except (BadRequest, ValueError):
-                        plan = None  # a type this version does not apply, or a payload it cannot read
+                        plan = planner(row["notification_type"], row["payload"])
+                    except (BadRequest, ValueError, RecursionError):
+                        plan = None  # a payload this version cannot read
                     if plan is None:
                         counts["skipped"] += 1
-                        continue
-                    self.apply(plan, row["event_clock"])
-                    counts["applied"] += 1
+                    else:
+                        plans.append((row, plan))
+                failures = self._replay_page(plans)
+                for row, _plan in plans:
+                    reason = failures.get(row["id"])
+                    counts["quarantined" if reason else "applied"] += 1
+                    if reason or row["state"] != "applied":
+                        self.execute("UPDATE cloudinary_events SET state = ?, progress = NULL, detail = ? "
+                                     "WHERE id = ?", ("quarantined" if reason else "applied", reason, row["id"]))
         return counts
+
+    def _replay_page(self, plans: list[tuple[Mapping[str, Any], Plan]]) -> dict[int, str]:
+        """Apply a page of events; the reasons of those the database refuses, by event id. The page runs
+        under one savepoint; only when something in it is refused does each event get its own."""
+        self.execute("SAVEPOINT page")
+        try:
+            for row, plan in plans:
+                self.apply(plan, row["event_clock"])
+            failures: dict[int, str] = {}
+        except Exception as error:
+            if self._retryable(error) or self._missing_table(error):
+                raise
+            self.execute("ROLLBACK TO SAVEPOINT page")
+            failures = {}
+            for row, plan in plans:
+                self.execute("SAVEPOINT one")
+                try:
+                    self.apply(plan, row["event_clock"])
+                except Exception as refused:
+                    if self._retryable(refused) or self._missing_table(refused):
+                        raise
+                    self.execute("ROLLBACK TO SAVEPOINT one")
+                    failures[row["id"]] = _reason(refused, self.url)
+                self.execute("RELEASE SAVEPOINT one")
+        self.execute("RELEASE SAVEPOINT page")
+        return failures
 
     def assets(self) -> list[dict[str, Any]]:
         """Every mirror row as plain values (JSON decoded, times as ISO UTC text), by asset_id."""
@@ -495,7 +705,8 @@ class Store:
     def events(self) -> list[dict[str, Any]]:
         with self.transaction():
             rows = self.execute("SELECT id, dedupe_key, notification_type, asset_id, event_clock, payload, "
-                                "signature_timestamp, signature FROM cloudinary_events ORDER BY id").fetchall()
+                                "signature_timestamp, signature, state, progress, detail FROM cloudinary_events "
+                                "ORDER BY id").fetchall()
         return [dict(row) for row in rows]
 
     def status(self) -> dict[str, Any]:
@@ -503,10 +714,18 @@ class Store:
             version = self.execute("SELECT MAX(version) AS v FROM cloudinary_sync_schema").fetchone()["v"]
             by_type = self.execute("SELECT notification_type, COUNT(*) AS n FROM cloudinary_events "
                                    "GROUP BY notification_type ORDER BY notification_type").fetchall()
+            by_state = self.execute("SELECT state, COUNT(*) AS n FROM cloudinary_events WHERE state <> 'applied' "
+                                    "GROUP BY state").fetchall()
+            quarantined = self.execute(
+                "SELECT id, notification_type, dedupe_key, received_at, detail FROM cloudinary_events "
+                "WHERE state = 'quarantined' ORDER BY id DESC LIMIT ?", (STATUS_LISTED,)).fetchall()
             last = self.execute("SELECT MAX(received_at) AS t FROM cloudinary_events").fetchone()["t"]
-            assets = self.execute("SELECT COUNT(*) AS n, SUM(CASE WHEN deleted THEN 1 ELSE 0 END) AS d "
-                                  "FROM cloudinary_assets").fetchone()
+            assets = self.execute(
+                "SELECT COUNT(*) AS n, SUM(CASE WHEN deleted THEN 1 ELSE 0 END) AS d, "
+                "SUM(CASE WHEN asset_id LIKE '~%' THEN 1 ELSE 0 END) AS p "  # PROVISIONAL
+                "FROM cloudinary_assets").fetchone()
             folders = self.execute("SELECT COUNT(*) AS n FROM cloudinary_folders WHERE NOT deleted").fetchone()
+        states = {row["state"]: row["n"] for row in by_state}
         return {
             "database": self.dialect,
             "schema_version": version,
@@ -515,8 +734,43 @@ class Store:
             "last_received_at": _time_text(last),
             "assets": assets["n"] or 0,
             "deleted_assets": assets["d"] or 0,
+            "provisional_assets": assets["p"] or 0,
             "folders": folders["n"] or 0,
+            "quarantined": states.get("quarantined", 0),
+            "partially_applied": states.get("partial", 0),
+            "quarantined_events": [
+                {"id": row["id"], "notification_type": row["notification_type"], "dedupe_key": row["dedupe_key"],
+                 "received_at": _time_text(row["received_at"]), "reason": row["detail"]} for row in quarantined],
         }
+
+
+def provisional_key(ref: AssetRef) -> str:
+    """The key of a row known only by its public ID: ``~<resource_type>/<type>/<public_id>`` ("?" for a type
+    the notification does not tell)."""
+    def token(value: str | None) -> str:
+        return value if value and _TOKEN.fullmatch(value) else "?"
+
+    return f"{PROVISIONAL}{token(ref.resource_type)}/{token(ref.type)}/{ref.public_id}"
+
+
+_TOKEN = re.compile(r"[a-z_]{1,40}")
+
+
+def _same_asset(row: Mapping[str, Any], ref: AssetRef) -> bool:
+    """Whether a row may be the asset ``ref`` names by public ID: its types agree where both are known."""
+    return all(not known or not stated or known == stated
+               for known, stated in ((row["resource_type"], ref.resource_type), (row["type"], ref.type)))
+
+
+def _state(value: Any) -> dict[str, Any]:
+    return (json.loads(value) if isinstance(value, str) else value) or new_state()
+
+
+def _reason(error: BaseException, url: str) -> str:
+    """Why the database refused an event, for ``status`` and the log (no password, one line, bounded)."""
+    state = getattr(error, "sqlstate", None) or getattr(error, "sqlite_errorname", None)
+    text = " ".join(str(error).split())
+    return storable_text(redact(f"{type(error).__name__}{f' {state}' if state else ''}: {text}", url))[:300]
 
 
 def _like_prefix(path: str) -> str:
@@ -524,16 +778,17 @@ def _like_prefix(path: str) -> str:
 
 
 def _columns(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Projected values in a shape both databases accept whatever the payload held: JSON as text,
-    numbers that are not whole numbers dropped, times as ISO UTC (a bad time becomes NULL, not a 503)."""
+    """Projected values in a shape both databases accept whatever the payload held: JSON as text, whole
+    numbers the column cannot hold NULL (the merge state keeps them), times as ISO UTC (a time that is none,
+    or outside years 1-9999, NULL): a value never makes the transaction fail."""
     values: dict[str, Any] = {}
     for column in ASSET_COLUMNS:
         value = row.get(column)
         if column in JSON_COLUMNS:
             value = None if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
         elif column in INT_COLUMNS:
-            value = value if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**62 \
-                else None
+            value = value if isinstance(value, int) and not isinstance(value, bool) \
+                and -INT_COLUMNS[column] <= value < INT_COLUMNS[column] else None
         elif column in TIME_COLUMNS:
             value = iso_utc(value)
         elif column == "deleted":

@@ -5,14 +5,17 @@ does not apply them as a sequence of updates; it keeps, for every fact, the time
 stated it, and a fact only replaces an older one:
 
 - a scalar field (public_id, display_name, access_control, deleted, ...) is a last-writer-wins register:
-  ``[value, clock]``;
+  ``[value, clock]``. A notification may also state a field only as a default (an eager result names the
+  public ID its transformation was requested for; a delivery URL tells the resource and delivery type): a
+  default has a weak clock, below every real one, so it fills a field nobody stated and never overrides one;
 - tags, context, structured metadata, derived versions and add-on info are keyed maps whose entries are
   registers (a removal is an entry with value ``None``), plus a ``reset`` clock: an upload states the whole
   tag list at its time, so entries older than it are gone and older tag changes arriving later are void.
   Derived versions are shown only for the asset version in their URL, so a new upload hides the old ones.
 
 A clock is ``"<event time, ISO UTC, microseconds>#<event key>"``: ordered by when Cloudinary says the
-change happened, ties broken by the event's dedupe key, so equal clocks mean the same event. The result
+change happened (``event_time``), ties broken by the event's dedupe key, so equal clocks mean the same event.
+A row known only by its public ID (no ``asset_id`` yet) merges into the asset's own row with ``combine``. The result
 depends only on the set of events, not on the order they arrive in (the tests replay 1,000 shuffled
 notifications with duplicates and compare), and applying an event twice changes nothing.
 """
@@ -50,19 +53,21 @@ class AssetRef:
 class AssetChange:
     """What one notification states about one asset."""
 
-    __slots__ = ("fields", "items", "ref", "resets")
+    __slots__ = ("defaults", "fields", "items", "ref", "resets")
 
     def __init__(self, ref: AssetRef, fields: dict[str, Any] | None = None,
                  resets: dict[str, dict[str, Any]] | None = None,
-                 items: dict[str, dict[str, Any]] | None = None) -> None:
+                 items: dict[str, dict[str, Any]] | None = None,
+                 defaults: dict[str, Any] | None = None) -> None:
         self.ref = ref
         self.fields = fields if fields is not None else {}  # registers: name -> value
         self.resets = resets if resets is not None else {}  # map -> its whole content
         self.items = items if items is not None else {}  # map -> {key: value, or None = removed}
+        self.defaults = defaults if defaults is not None else {}  # registers set only where nothing is stated
 
     def names(self) -> list[str]:
         """The fields and maps it touches, for the dry-run report and the log."""
-        return sorted({*self.fields, *self.resets, *self.items})
+        return sorted({*self.fields, *self.resets, *self.items, *self.defaults})
 
 
 class FolderChange:
@@ -88,8 +93,15 @@ class Plan:
 
 # --- clocks -----------------------------------------------------------------------------------------
 
-def iso_utc(value: Any) -> str | None:
-    """An ISO 8601 time (``Z``, offset or none) as a sortable ``YYYY-MM-DDTHH:MM:SS.ffffffZ``, else None."""
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+EARLIEST = "0001-01-01T00:00:00.000000Z"
+LATEST = "9999-12-31T23:59:59.999999Z"
+# Times a payload states about itself, for notifications without notification_context and timestamp
+# (moderation, info, uploads before 2021): the state they describe was true at the latest of them.
+PAYLOAD_TIMES = ("moderation_updated_at", "updated_at", "uploaded_at", "created_at")
+
+
+def _parse_time(value: Any) -> Any:
     if not isinstance(value, str) or not value.strip():
         return None
     from datetime import UTC, datetime  # here, not at module level: a rejected request never needs it
@@ -99,21 +111,50 @@ def iso_utc(value: Any) -> str | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def iso_utc(value: Any) -> str | None:
+    """An ISO 8601 time (``Z``, offset or none) as a sortable ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; None when it
+    is not a time, or not one in years 1-9999 once in UTC (``0001-01-01T00:00:00+01:00`` is year 0)."""
+    moment = _parse_time(value)
+    if moment is None:
+        return None
+    from datetime import UTC
+
+    try:
+        return moment.astimezone(UTC).strftime(_FORMAT)
+    except OverflowError:
+        return None
+
+
+def sortable_time(value: Any) -> str | None:
+    """Like ``iso_utc``, but a time beyond years 1-9999 in UTC orders at the limit it passed: for clocks."""
+    moment = _parse_time(value)
+    if moment is None:
+        return None
+    from datetime import UTC
+
+    try:
+        return moment.astimezone(UTC).strftime(_FORMAT)
+    except OverflowError:
+        return EARLIEST if moment.year < 5000 else LATEST
 
 
 def event_time(payload: Mapping[str, Any], received_at: str) -> str:
-    """When the state the notification describes was true: the later of the trigger time Cloudinary
-    reports (millisecond precision) and the notification's own timestamp (an asynchronous eager result
-    is generated long after the upload that triggered it); else when we received it (stored with the
-    event, so replay agrees)."""
+    """When the state the notification describes was true.
+
+    The later of the trigger time Cloudinary reports (millisecond precision) and the notification's own
+    timestamp (an asynchronous eager result is generated long after the upload that triggered it). Without
+    either (moderation, info, uploads before 2021), the latest time the payload states about the asset
+    (``PAYLOAD_TIMES``): a late retry of an older moderation decision then stays older than a newer one.
+    Else (delete, explode: no time at all) when we received it, stored with the event so replay agrees."""
     context = payload.get("notification_context")
-    triggered = iso_utc(context.get("triggered_at")) if isinstance(context, Mapping) else None
-    stamped = iso_utc(payload.get("timestamp"))
-    known = [moment for moment in (triggered, stamped) if moment]
-    return max(known) if known else (iso_utc(received_at) or received_at)
+    triggered = sortable_time(context.get("triggered_at")) if isinstance(context, Mapping) else None
+    known = [moment for moment in (triggered, sortable_time(payload.get("timestamp"))) if moment]
+    if not known:
+        known = [moment for moment in map(sortable_time, (payload.get(name) for name in PAYLOAD_TIMES)) if moment]
+    return max(known) if known else (sortable_time(received_at) or received_at)
 
 
 def make_clock(time: str, dedupe_key: str) -> str:
@@ -121,7 +162,7 @@ def make_clock(time: str, dedupe_key: str) -> str:
 
 
 def clock_time(clock: str) -> str:
-    return clock.split("#", 1)[0]
+    return clock.split("#", 1)[0].lstrip(WEAK)
 
 
 # --- merging ----------------------------------------------------------------------------------------
@@ -130,18 +171,29 @@ def new_state() -> dict[str, Any]:
     return {"fields": {}, "maps": {}, "last": None}
 
 
+WEAK = " "  # prefixed to a clock: sorts below every real clock (which starts with a digit)
+
+
+def _copy(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy that merging can change without touching ``state``. Registers and entries are replaced, never
+    changed in place, so copying the dicts that hold them is enough (a deep copy costs ten times more)."""
+    if not state:
+        return new_state()
+    maps = state.get("maps") or {}
+    return {"fields": dict(state.get("fields") or {}),
+            "maps": {name: {"reset": held.get("reset"), "items": dict(held.get("items") or {})}
+                     for name, held in maps.items()},
+            "last": state.get("last")}
+
+
 def merge(state: Mapping[str, Any] | None, change: AssetChange, clock: str) -> dict[str, Any]:
     """The state after ``change`` stated at ``clock``; ``state`` is not modified."""
-    import copy  # here, not at module level: a rejected request never needs it
-
-    merged = copy.deepcopy(dict(state)) if state else new_state()
-    merged.setdefault("fields", {})
-    merged.setdefault("maps", {})
+    merged = _copy(state)
     fields = merged["fields"]
     for name, value in change.fields.items():
-        current = fields.get(name)
-        if current is None or current[1] < clock:
-            fields[name] = [value, clock]
+        _set(fields, name, value, clock)
+    for name, value in change.defaults.items():
+        _set(fields, name, value, WEAK + clock)
     for name, content in change.resets.items():
         _reset(merged["maps"].setdefault(name, {"reset": None, "items": {}}), content, clock)
     for name, entries in change.items.items():
@@ -151,6 +203,34 @@ def merge(state: Mapping[str, Any] | None, change: AssetChange, clock: str) -> d
     if merged.get("last") is None or merged["last"] < clock:
         merged["last"] = clock
     return merged
+
+
+def combine(first: Mapping[str, Any] | None, second: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One state holding both: what applying every change behind ``first`` and ``second`` to one state gives.
+    (A row known only by its public ID merges into the asset's own row when its asset_id appears.)"""
+    merged = _copy(first)
+    other = _copy(second)
+    for name, entry in other["fields"].items():
+        _set(merged["fields"], name, entry[0], entry[1])
+    for name, held in other["maps"].items():
+        target = merged["maps"].setdefault(name, {"reset": None, "items": {}})
+        resets = [clock for clock in (target["reset"], held["reset"]) if clock is not None]
+        target["reset"] = max(resets) if resets else None
+        for key, entry in held["items"].items():
+            current = target["items"].get(key)
+            if current is None or current[1] < entry[1]:
+                target["items"][key] = entry
+        if target["reset"] is not None:  # entries older than the newest whole list are history
+            target["items"] = {key: entry for key, entry in target["items"].items() if entry[1] >= target["reset"]}
+    lasts = [clock for clock in (merged.get("last"), other.get("last")) if clock is not None]
+    merged["last"] = max(lasts) if lasts else None
+    return merged
+
+
+def _set(fields: dict[str, Any], name: str, value: Any, clock: str) -> None:
+    current = fields.get(name)
+    if current is None or current[1] < clock:
+        fields[name] = [value, clock]
 
 
 def _reset(target: dict[str, Any], content: Mapping[str, Any], clock: str) -> None:

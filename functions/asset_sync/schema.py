@@ -108,8 +108,33 @@ _POSTGRESQL_1 = [
     )""",
 ]
 
+# 2 (issue 12): events a time budget left partly applied, or that the database refused for good
+# (quarantined, with the reason); a partial index finds the few rows known only by public ID (their key
+# starts with "~"). PostgreSQL: public_id and asset_folder get hash indexes, which hold values of any length
+# (a btree entry is at most ~2.7 kB, and an over-long public ID made every write of its row fail).
+_EVENT_STATES = [
+    "ALTER TABLE cloudinary_events ADD COLUMN state TEXT NOT NULL DEFAULT 'applied'",  # |partial|quarantined
+    "ALTER TABLE cloudinary_events ADD COLUMN progress INTEGER",  # partial: how many of its assets are applied
+    "ALTER TABLE cloudinary_events ADD COLUMN detail TEXT",  # quarantined: why
+    "CREATE INDEX cloudinary_events_unfinished ON cloudinary_events (state) WHERE state <> 'applied'",
+]
+_SQLITE_2 = [
+    *_EVENT_STATES,
+    "CREATE INDEX cloudinary_assets_provisional ON cloudinary_assets (public_id) WHERE asset_id LIKE '~%'",
+]
+_POSTGRESQL_2 = [
+    *_EVENT_STATES,
+    "DROP INDEX cloudinary_assets_public_id",
+    "CREATE INDEX cloudinary_assets_public_id ON cloudinary_assets USING hash (public_id)",
+    "DROP INDEX cloudinary_assets_folder",
+    "CREATE INDEX cloudinary_assets_folder ON cloudinary_assets USING hash (asset_folder)",
+    "CREATE INDEX cloudinary_assets_provisional ON cloudinary_assets USING hash (public_id) "
+    "WHERE asset_id LIKE '~%'",
+]
+
 # version -> statements per dialect
 MIGRATIONS: dict[int, dict[str, list[str]]] = {
     1: {"sqlite": _SQLITE_1, "postgresql": _POSTGRESQL_1},
+    2: {"sqlite": _SQLITE_2, "postgresql": _POSTGRESQL_2},
 }
 LATEST = max(MIGRATIONS)

@@ -226,16 +226,23 @@ class Breaker:
 @pytest.fixture
 def breaker(database, monkeypatch) -> Breaker:
     breaker = Breaker(database)
-    execute, commit = db.Store.execute, db.Store._commit
+    execute, executemany, commit = db.Store.execute, db.Store.executemany, db.Store._commit
 
-    def breaking_execute(store: db.Store, statement: str, params: tuple[Any, ...] = ()) -> Any:
+    def before_statement(store: db.Store, statement: str) -> None:
         if breaker.armed:
             index = len(breaker.statements)
             breaker.statements.append(" ".join(statement.split()[:3]))
             if breaker.at == ("statement", index):
                 breaker.fired = True
                 database.kill(store._connection)
+
+    def breaking_execute(store: db.Store, statement: str, params: Any = ()) -> Any:
+        before_statement(store, statement)
         return execute(store, statement, params)
+
+    def breaking_executemany(store: db.Store, statement: str, rows: Any) -> Any:
+        before_statement(store, statement)  # one statement for many rows (the asset rows' batched write)
+        return executemany(store, statement, rows)
 
     def breaking_commit(store: db.Store) -> None:
         if not breaker.armed:
@@ -253,6 +260,7 @@ def breaker(database, monkeypatch) -> Breaker:
         return None
 
     monkeypatch.setattr(db.Store, "execute", breaking_execute)
+    monkeypatch.setattr(db.Store, "executemany", breaking_executemany)
     monkeypatch.setattr(db.Store, "_commit", breaking_commit)
     return breaker
 
