@@ -346,28 +346,27 @@ _LABELS = {"create": "create", "change": "change", "leave": "leave", "extra": "e
 
 
 def print_plan(plan: Plan) -> None:
+    """One line per trigger: what happens to it, its event type, its function, its URI (and why, when kept)."""
     print(f"Triggers of cloud {printable(plan.cloud_name)} (addresses: {printable(plan.source)})")
     for step in plan.steps:
         label = "delete" if step.kind == "extra" and plan.prune else _LABELS[step.kind]
-        event_type = printable(step.event_type)
+        note = ""
         if step.kind == "create":
             assert step.address
-            line, note = _uri(step.address), step.function
+            where = _uri(step.address)
         elif step.kind == "change":
             assert step.address and step.trigger
-            line, note = f"{printable(step.trigger.uri)} -> {_uri(step.address)}", step.function
-        elif step.kind in ("leave", "other"):
-            assert step.trigger
-            line, note = _uri(Address(step.trigger.uri, step.trigger.uri_type)), step.function
-        elif step.kind == "extra":
-            assert step.trigger
-            line = _uri(Address(step.trigger.uri, step.trigger.uri_type))
-            whose = step.function or "no current function"
-            note = f"{whose}: ours, not wanted" + ("" if plan.prune else " (kept; --prune deletes it)")
+            where = f"{printable(step.trigger.uri)} -> {_uri(step.address)}"
         else:
             assert step.trigger
-            line, note = printable(step.trigger.uri), "not ours: never touched"
-        print(f"  {label:<8} {event_type:<28} {line}   {printable(note)}")
+            where = _uri(Address(step.trigger.uri, step.trigger.uri_type))
+            if step.kind == "extra":
+                note = "ours, not wanted" + ("" if plan.prune else ": kept (--prune deletes it)")
+            elif step.kind == "foreign":
+                where, note = printable(step.trigger.uri), "not ours: never touched"
+        whose = step.function or ("-" if step.kind == "foreign" else "(no function)")
+        line = f"  {label:<8} {printable(step.event_type):<29} {printable(whose):<20} {where}"
+        print(f"{line}   ({note})" if note else line)
     counts = {kind: len(plan.of(kind)) for kind in ("create", "change", "leave", "extra", "foreign", "other")}
     extra = (f"{counts['extra']} to delete" if plan.prune else f"{counts['extra']} extra kept")
     print(f"Plan: {counts['create']} to create, {counts['change']} to change, {extra}, "
@@ -386,7 +385,7 @@ def _selected(args: argparse.Namespace) -> list[str]:
     for name in args.names:
         if name not in available:
             raise CliError(f"No function named {name!r}. Functions: {', '.join(available)}")
-    return list(dict.fromkeys(args.names)) or available
+    return sorted(set(args.names)) or available
 
 
 def _source(args: argparse.Namespace) -> str:
