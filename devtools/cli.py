@@ -625,6 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     triggers.add_parser(commands)  # triggers plan|apply|test
     # --- end triggers ---
+
+    # --- listen / dead-letters (devtools/listen.py) ---
+    from devtools import listen
+
+    listen.add_commands(commands)  # listen [NAME ...] [--channel C] [--once] [--wait S]; dead-letters [replay|drop]
+    # --- end listen / dead-letters ---
     return parser
 
 

@@ -203,8 +203,14 @@ class Webhook:
     # --- entry points, one per platform ---
 
     def lambda_handler(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
-        """AWS Lambda (API Gateway v1/v2, Function URL) and Netlify-shaped entry point."""
+        """AWS Lambda (API Gateway v1/v2, Function URL) and Netlify-shaped entry point; an EventBridge schedule's
+        event drains the function's poll channel instead (``shared.poll``, DESIGN.md §8)."""
         started = time.perf_counter()
+        if isinstance(event, Mapping) and event.get("detail-type") == "Scheduled Event":
+            from shared import poll  # poll delivery only: a webhook request never imports it
+
+            if poll.is_scheduled_event(event):
+                return poll.lambda_drain(self, context)
         try:
             request = request_from_lambda_event(event)
         except WebhookError as error:
@@ -225,6 +231,11 @@ class Webhook:
             response = self._error_response(error)
             self._log_line(None, None, "rejected", response.status, started, {"error": error.code})
             return wsgi_reply(response, start_response)
+        if request.method == "GET":
+            from shared import poll  # a GET only: a notification's POST never imports it
+
+            if poll.is_cron_request(request):  # Vercel's cron (Authorization: Bearer $CRON_SECRET) drains
+                return wsgi_reply(poll.cron_response(self, request), start_response)
         chunks = wsgi_reply(self(request), start_response)
         # HEAD is answered 405 like any other method, with headers only: a server that writes whatever the
         # app returns (Vercel's) would otherwise send a body no client reads.
