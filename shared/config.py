@@ -8,13 +8,53 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from shared.errors import ConfigError
+
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 DEMO_MODE_VAR = "CLOUDINARY_WEBHOOKS_DEMO"  # set by `python -m shared serve` when nothing is configured
 _TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE_WORDS = {"", "0", "false", "no", "off"}
+
+
+# --- settings read per request, parsed once per value -------------------------------------------------
+# Every request needs the signing secrets and the limits. Reading os.environ costs about a microsecond a
+# variable (it encodes the key and decodes the value), and parsing CLOUDINARY_URL more: together five times
+# the hash the signature check cannot avoid. So the raw values are read from os.environ's own dict of
+# encoded keys (POSIX; a plain os.environ.get elsewhere) and each parsed result is kept until its raw values
+# change: a test's monkeypatch.setenv, or a configuration change in a warm container, is seen on the next
+# request, and an unchanged environment is parsed once per process.
+_ENVIRON_DATA = os.environ._data if os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict) \
+    else None  # type: ignore[attr-defined]
+_ENCODED_NAMES: dict[str, bytes] = {}
+_parsed: dict[str, tuple[tuple[object, ...], object]] = {}
+
+
+def _raw(name: str) -> object:
+    if _ENVIRON_DATA is None:
+        return os.environ.get(name)
+    encoded = _ENCODED_NAMES.get(name)
+    if encoded is None:
+        encoded = _ENCODED_NAMES[name] = os.fsencode(name)
+    return _ENVIRON_DATA.get(encoded)
+
+
+def parsed_once(key: str, names: tuple[str, ...], parse: Callable[[], T]) -> T:
+    """``parse()`` (which reads ``names`` from os.environ), kept until one of their raw values changes.
+    A parse that raises (a ConfigError) is not kept: it raises again on the next request."""
+    raw = tuple(_raw(name) for name in names)
+    kept = _parsed.get(key)
+    if kept is not None and kept[0] == raw:
+        return kept[1]  # type: ignore[return-value]
+    value = parse()
+    _parsed[key] = (raw, value)
+    return value
 
 
 def flag(name: str, default: bool = False, environ: Mapping[str, str] | None = None) -> bool:

@@ -256,7 +256,8 @@ class Webhook:
         context: Context | None = None
         try:
             notification = self._accept(request)
-            seconds = config.number("WEBHOOK_TIME_BUDGET_SECONDS", budget.DEFAULT_BUDGET_SECONDS)
+            seconds = config.parsed_once("budget", ("WEBHOOK_TIME_BUDGET_SECONDS",), lambda: config.number(
+                "WEBHOOK_TIME_BUDGET_SECONDS", budget.DEFAULT_BUDGET_SECONDS))
             budget.start(seconds if time_left is None else min(seconds, time_left))
             if notification.type not in self.accepts and ANY_TYPE not in self.accepts:
                 reason = f"notification_type {notification.type[:MAX_LOGGED_CHARS]!r} is not handled by {self.name}"
@@ -289,13 +290,10 @@ class Webhook:
         if not _is_json(request.headers.get("Content-Type")):
             raise UnsupportedMediaType("Cloudinary notifications are application/json.")
 
-        secrets = config.signing_secrets()
+        secrets, max_age, max_future = config.parsed_once("signature", _SIGNATURE_SETTINGS, _signature_settings)
         try:
-            verify.verify_headers(
-                request.body, request.headers, secrets, now=self.clock(),
-                max_age=config.integer("WEBHOOK_MAX_AGE_SECONDS", verify.DEFAULT_MAX_AGE_SECONDS),
-                max_future=config.integer("WEBHOOK_MAX_FUTURE_SECONDS", verify.DEFAULT_MAX_FUTURE_SECONDS),
-            )
+            verify.verify_headers(request.body, request.headers, secrets, now=self.clock(),
+                                  max_age=max_age, max_future=max_future)
         except verify.NoSecretConfigured:
             raise ConfigError("no signing secret: set CLOUDINARY_URL (or CLOUDINARY_NOTIFICATION_SECRETS)") \
                 from None
@@ -345,7 +343,8 @@ class Webhook:
         return Response(error.status, error.body(), dict(error.headers))
 
     def _max_body_bytes(self) -> int:
-        return config.integer("WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1)
+        return config.parsed_once("max_body", ("WEBHOOK_MAX_BODY_BYTES",), lambda: config.integer(
+            "WEBHOOK_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1))
 
     # --- the one log line ---
 
@@ -393,6 +392,17 @@ def _capped(value: Any, limit: int, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [_capped(item, limit, depth + 1) for item in value]
     return value
+
+
+# What the signature check reads, parsed once per value (shared.config.parsed_once).
+_SIGNATURE_SETTINGS = ("CLOUDINARY_URL", "CLOUDINARY_NOTIFICATION_SECRETS", "WEBHOOK_MAX_AGE_SECONDS",
+                       "WEBHOOK_MAX_FUTURE_SECONDS")
+
+
+def _signature_settings() -> tuple[list[str], int, int]:
+    return (config.signing_secrets(),
+            config.integer("WEBHOOK_MAX_AGE_SECONDS", verify.DEFAULT_MAX_AGE_SECONDS),
+            config.integer("WEBHOOK_MAX_FUTURE_SECONDS", verify.DEFAULT_MAX_FUTURE_SECONDS))
 
 
 LAMBDA_MARGIN_SECONDS = 1.0  # to answer and log before Lambda's own timeout cuts the request off

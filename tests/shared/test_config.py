@@ -234,3 +234,23 @@ def test_a_blank_or_control_character_secret_in_cloudinary_url_is_not_configured
 def test_unusable_rotation_secrets_are_dropped(extra):
     assert config.signing_secrets({"CLOUDINARY_NOTIFICATION_SECRETS": extra}) == []
     assert config.signing_secrets({"CLOUDINARY_NOTIFICATION_SECRETS": f"{extra},good"}) == ["good"]
+
+
+def test_parsed_once_parses_each_value_once_and_sees_every_change(monkeypatch):
+    parses = []
+
+    def parse():
+        parses.append(1)
+        return config.integer("PARSED_ONCE_PROBE", 7)
+
+    monkeypatch.delenv("PARSED_ONCE_PROBE", raising=False)
+    assert [config.parsed_once("probe", ("PARSED_ONCE_PROBE",), parse) for _ in range(3)] == [7, 7, 7]
+    assert len(parses) == 1  # an unchanged environment is parsed once
+    monkeypatch.setenv("PARSED_ONCE_PROBE", "12")
+    assert config.parsed_once("probe", ("PARSED_ONCE_PROBE",), parse) == 12 and len(parses) == 2
+    monkeypatch.setenv("PARSED_ONCE_PROBE", "twelve")
+    for _ in range(2):  # a value that does not parse is not kept: it fails every time, clearly
+        with pytest.raises(ConfigError):
+            config.parsed_once("probe", ("PARSED_ONCE_PROBE",), parse)
+    monkeypatch.delenv("PARSED_ONCE_PROBE")
+    assert config.parsed_once("probe", ("PARSED_ONCE_PROBE",), parse) == 7

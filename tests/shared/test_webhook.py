@@ -746,3 +746,14 @@ def test_a_huge_field_is_capped_in_the_log_line_and_the_answer(send, field, mode
     [record] = log_records()
     assert len(record.getMessage()) < 2048
     assert "chars)" in record.getMessage()  # says it was cut, and by how much
+
+
+def test_a_rotated_secret_is_used_from_the_next_request_on(send, monkeypatch):
+    # Settings are parsed once per value, not once per process: a changed environment is seen at once.
+    assert send(upload()).status == 200
+    monkeypatch.setenv("CLOUDINARY_NOTIFICATION_SECRETS", OTHER_SECRET)
+    assert send(upload()).status == 401
+    assert send(upload(), secret=OTHER_SECRET).status == 200
+    monkeypatch.setenv("CLOUDINARY_URL", "cloudinary://key:%20@demo")  # blank secret: not configured, each time
+    assert send(upload(), secret=OTHER_SECRET).status == 500
+    assert send(upload(), secret=OTHER_SECRET).status == 500
