@@ -137,7 +137,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # except errors (5xx and their tracebacks), which always show.
     logging.getLogger("cloudinary_webhooks").setLevel(logging.INFO if args.log_json else logging.ERROR)
     names = function_names()
-    router = Router(names, out=lambda line: print(line, flush=True))
+    from devtools.inspector import Inspector
+
+    # Every notification is recorded for the inspector (devtools/inspector.py), whose page is GET / in a browser.
+    router = Router(names, out=lambda line: print(line, flush=True), inspector=Inspector())
     try:
         server = serving.make_dev_server(args.host, args.port, router, read_timeout=args.read_timeout,
                                          max_connections=args.max_connections)
@@ -156,6 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         elif missing:
             note = f"  (NOT CONFIGURED: {', '.join(missing)} not set; requests answer 500)"
         print(f"  {name:<22} {base}/api/{name}   {base}/.netlify/functions/{name}{note}")
+    print(f"\n{_inspector_line(args.host, server.server_port)}")
     if demo:
         print("\nDEMO MODE: no CLOUDINARY_URL or CLOUDINARY_NOTIFICATION_SECRETS is set, so notifications are\n"
               f"verified with a generated local secret ({DEMO_SECRET_FILE.relative_to(PROJECT_ROOT)}), which\n"
@@ -171,6 +175,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
+
+
+def _inspector_line(host: str, port: int) -> str:
+    """Where the inspector is: it answers clients on this machine only, so at a loopback address."""
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        if address.is_unspecified or address.is_loopback:
+            local = "[::1]" if address.version == 6 else "127.0.0.1"
+            return f"Inspector: http://{local}:{port}/  (the latest notifications; answers this machine only)"
+        return (f"Inspector: not reachable ({host} is not this machine's loopback, and the inspector answers this "
+                f"machine only): use --host 127.0.0.1 or 0.0.0.0 to see it at http://127.0.0.1:{port}/")
+    return f"Inspector: http://localhost:{port}/  (the latest notifications; answers this machine only)"
 
 
 def listen_error(host: str, port: int, error: OSError) -> str:

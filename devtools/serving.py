@@ -107,11 +107,16 @@ def _json_reply(start_response: Callable[..., Any], status: str, body: dict[str,
 
 
 class Router:
-    """A WSGI app serving ``functions/<name>`` at ``/.netlify/functions/<name>`` and ``/api/<name>``."""
+    """A WSGI app serving ``functions/<name>`` at ``/.netlify/functions/<name>`` and ``/api/<name>``.
 
-    def __init__(self, names: Iterable[str], out: Callable[[str], None] | None = None) -> None:
+    With an ``inspector`` (``devtools.inspector.Inspector``, which `serve` gives it), every request to a function
+    is recorded, and the inspector's pages are served: a browser's ``GET /`` and ``/inspector/...``, to this
+    machine only. ``GET /`` asked for JSON (or by a client elsewhere) lists the functions."""
+
+    def __init__(self, names: Iterable[str], out: Callable[[str], None] | None = None, inspector: Any = None) -> None:
         self.names = set(names)
         self.out = out
+        self.inspector = inspector
 
     def route(self, path: str) -> str | None:
         for prefix in ROUTE_PREFIXES:
@@ -124,8 +129,16 @@ class Router:
         started = time.perf_counter()
         path = str(environ.get("PATH_INFO", "/"))
         method = str(environ.get("REQUEST_METHOD", "GET"))
+        if self.inspector is not None and self.inspector.owns(path, environ):
+            answered = self.inspector.serve(environ, start_response, self)
+            if answered is not None:  # its pages print no line: they are not notifications
+                return answered
         name = self.route(path)
         seen: dict[str, str] = {}
+        recording = None
+        if name is not None and self.inspector is not None and method not in ("GET", "HEAD", "OPTIONS") \
+                and environ.get("wsgi.input") is not None:
+            recording = environ["wsgi.input"] = self.inspector.recording_input(environ["wsgi.input"])
 
         def remember_status(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             seen["status"] = status.split(" ", 1)[0]
@@ -152,6 +165,11 @@ class Router:
             answer = json.loads(b"".join(chunks))
             outcome = answer.get("status") or answer.get("error", "")
         self.log_line(method, path, seen.get("status", "?"), str(outcome), started)
+        if recording is not None:
+            status = seen.get("status", "")
+            environ["devtools.inspector.entry"] = self.inspector.record_request(
+                environ, str(name), bytes(recording.data), int(status) if status.isdigit() else 0, b"".join(chunks),
+                (time.perf_counter() - started) * 1000)
         if method == "HEAD":  # the headers GET would have had, Content-Length included, and no body
             return []
         return chunks
