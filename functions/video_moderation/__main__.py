@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the Admin API, then publish approved videos (access_control anonymous) and delete rejected\n"
             "ones (or, with VIDEO_MODERATION_ON_REJECT=keep, keep them token-restricted and tagged).\n"
             "Videos already settled cost no write, so running it again is safe.\n\n"
-            "Admin API cost: 1 call per page listed + at most 2 per video (details, update).\n"
+            "Admin API cost: 1 call per page listed + 1 per video (details); writes use the Upload API.\n"
             "Reads CLOUDINARY_URL, VIDEO_MODERATION_ON_REJECT, VIDEO_MODERATION_REJECTED_TAG,\n"
             "CLOUDINARY_TIMEOUT_SECONDS and DRY_RUN from the environment."
         ),

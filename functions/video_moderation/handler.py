@@ -4,9 +4,10 @@ Trigger   notification_url on a video upload with moderation="google_video_moder
           access_control=[{"access_type": "token"}] (notification_type "moderation", and "upload")
 Env       CLOUDINARY_URL; VIDEO_MODERATION_ON_REJECT (optional: delete | keep, default delete);
           VIDEO_MODERATION_REJECTED_TAG (optional, default video_moderation_rejected)
-Calls     approved: Admin API details + update = 2 (details only = 1 when already public)
-          rejected: Admin API details = 1, then Upload API destroy = 1 (keep: Upload API tags = 1, plus
-          Admin API update = 1 if the video is viewable without a token); pending and all else: none
+Calls     1 Admin API call per decided notification (the details that confirm it); every write is Upload API:
+          approved: + explicit access_control anonymous = 1 (none when already public; authenticated: explicit
+          if token-restricted, then rename = 1 or 2); rejected: + destroy = 1 (keep: + explicit access_control
+          token if viewable without a token, + tags if untagged); pending and all else: none
 Responds  200 done (published, deleted, kept) | 200 ignored (pending, other types and kinds, status changed,
           already done, video gone) | 400 no public_id | 401 bad signature | 500 not configured
           | 503 Cloudinary rate limit, 5xx or timeout (Cloudinary retries)

@@ -5,17 +5,19 @@ For one video and the Google moderation status a notification (or a queue listin
 
     read the video's details (Admin API, 1 call)        404 -> ignored: the video is gone
     the details name another asset, or another status   -> ignored: nothing is written
-    approved  authenticated     -> rename to type upload, never overwriting (Upload API, 1 call), then
-                                   lift a token restriction if it has one (Admin API, 1 call)
-              token-restricted  -> update access_control to anonymous (Admin API, 1 call)
+    approved  authenticated     -> lift a token restriction if it has one (Upload API explicit, 1 call), then
+                                   rename to type upload, never overwriting (Upload API, 1 call)
+              token-restricted  -> explicit with access_control anonymous (Upload API, 1 call)
               already public    -> ignored
     rejected  on_reject=delete  -> destroy with invalidate (Upload API, 1 call)
-              on_reject=keep    -> restrict to token if anything else could view it (Admin API, 1 call)
-                                   and add the review tag if missing (Upload API, 1 call)
+              on_reject=keep    -> restrict to token if anything else could view it (Upload API explicit,
+                                   1 call) and add the review tag if missing (Upload API, 1 call)
 
-So a video costs at most 2 Admin API calls. Every write goes through ``act`` (``Context.act`` in the
-webhook, a recorder in the sweep), so a dry run reports the writes instead of doing them; the read is
-always done, because what a dry run reports depends on it.
+So a video costs exactly 1 Admin API call (the confirming read) and every write is an Upload API call, which
+is not rate-limited: the Upload API's ``explicit`` updates an existing asset's access_control just as the
+Admin API's ``update`` would. Every write goes through ``act`` (``Context.act`` in the webhook, a recorder in
+the sweep), so a dry run reports the writes instead of doing them; the read is always done, because what a
+dry run reports depends on it.
 """
 
 from __future__ import annotations
@@ -201,20 +203,26 @@ def settle(video: Video, claimed: str, policy: Policy, act: Act, *, can_read: bo
 
 
 def _publish(video: Video, resource: Mapping[str, Any] | None, act: Act, calls: Calls) -> Outcome:
-    if video.delivery_type == "authenticated":
-        # Private by its type (how Cloudinary's own training uploads it): it becomes public by becoming an
-        # `upload` asset under the same public ID — never overwriting one that exists.
-        try:
-            act("publish", lambda: rename_to_upload(video, calls), **video.describe(), to_type="upload")
-        except cloudinary_api.AssetConflict:
-            return Outcome("ignored", "a public asset with this public ID already exists; the approved video "
-                                      "stays authenticated (never overwritten)", calls)
-        video = Video(video.public_id, video.resource_type, "upload", video.asset_id)
-        if resource is None or not needs_publishing(resource):
-            return Outcome("done", calls=calls)
-    elif resource is not None and not needs_publishing(resource):
-        return Outcome("ignored", "the video is already public", calls)
-    act("publish", lambda: set_access_control(video, PUBLIC, calls), **video.describe(), access_control=PUBLIC)
+    if video.delivery_type != "authenticated":
+        if resource is not None and not needs_publishing(resource):
+            return Outcome("ignored", "the video is already public", calls)
+        act("publish", lambda: set_access_control(video, PUBLIC, calls), **video.describe(), access_control=PUBLIC)
+        return Outcome("done", calls=calls)
+    # Private by its type (how Cloudinary's own training uploads it): it becomes public by becoming an
+    # `upload` asset under the same public ID, never overwriting one that exists. A token restriction is
+    # lifted first, while the authenticated type still keeps the video private: the rename is then the last
+    # write, so a retry after any failure still finds the authenticated video and finishes the work (lifting
+    # it after the rename would leave a retry nothing to find but a 404, and the video restricted for good).
+    lifted = resource is not None and needs_publishing(resource)  # demo mode: as training uploads it, no rules
+    if lifted:
+        act("publish", lambda: set_access_control(video, PUBLIC, calls), **video.describe(), access_control=PUBLIC)
+    try:
+        act("publish", lambda: rename_to_upload(video, calls), **video.describe(), to_type="upload")
+    except cloudinary_api.AssetConflict:
+        return Outcome("ignored", "a public asset with this public ID already exists; the approved video "
+                                  "stays authenticated (never overwritten)"
+                       + ("; its token restriction was lifted, its type still keeps it private" if lifted else ""),
+                       calls)
     return Outcome("done", calls=calls)
 
 
@@ -252,9 +260,10 @@ def read_details(video: Video, calls: Calls) -> Mapping[str, Any] | None:
 
 
 def set_access_control(video: Video, rules: list[dict[str, str]], calls: Calls) -> Mapping[str, Any]:
-    """Admin API: POST resources/<resource_type>/<type>/<public_id> with the JSON-encoded rules."""
-    calls.admin += 1
-    return cloudinary_api.update(video, access_control=rules)
+    """Upload API explicit (not rate-limited, unlike the Admin API's update): POST <resource_type>/explicit
+    with the JSON-encoded rules, which replace the video's access control."""
+    calls.upload += 1
+    return cloudinary_api.explicit(video, access_control=rules)
 
 
 def rename_to_upload(video: Video, calls: Calls) -> Mapping[str, Any]:

@@ -6,9 +6,10 @@ It pages each queue with ``next_cursor`` and applies to every listed video the s
 (``moderation.settle``: confirm with the video's details, then publish, delete or keep), within a count
 and a time budget. Rejected videos come first: removing them matters more than publishing.
 
-Admin API cost: 1 listing call per page, then per video at most 2 (details, and update to publish or
-restrict). A listed video that the listing already shows public (approved) or restricted and tagged
-(rejected, keep) costs no more than its share of the page.
+Admin API cost: 1 listing call per page, then 1 per video (the details that confirm its status); its writes
+(explicit to publish or restrict, rename, destroy, tags) are Upload API calls, not rate-limited. A listed
+video that the listing already shows public (approved) or restricted and tagged (rejected, keep) costs no
+more than its share of the page.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from functions.video_moderation.moderation import (
 from shared.errors import WebhookError
 
 QUEUES = ("rejected", "approved")
-DEFAULT_MAX_VIDEOS = 50  # at most 2 Admin API calls each: well inside an hourly Admin API allowance
+DEFAULT_MAX_VIDEOS = 50  # 1 Admin API call each (+1 a page): well inside an hourly Admin API allowance
 DEFAULT_MAX_SECONDS = 120.0
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500  # the Admin API's own limit for max_results

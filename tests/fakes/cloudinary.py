@@ -3,10 +3,12 @@
 The real ``cloudinary`` SDK talks to it (``CLOUDINARY_URL=...?upload_prefix=http://127.0.0.1:PORT``). It keeps
 assets (tags, moderation, access control), answers the calls the functions make the way Cloudinary does,
 records every request, and injects faults on chosen calls: HTTP errors (with or without Retry-After), a
-malformed success body, a stalled answer (client timeout) or a connection reset.
+malformed success body, a stalled answer (client timeout), a connection reset, or a scripted answer (what a
+misbehaving Cloudinary, or one changed by someone else meanwhile, might say).
 
-Used by the fault suite and the API-call counts of the benchmarks. Not a complete Cloudinary: it knows the
-calls this project's functions make, and answers anything else with 501 so a test notices.
+Used by the functions' wire-level tests (the ``fake_cloudinary`` fixture of tests/conftest.py), the fault
+suites and the API-call counts of the benchmarks. Not a complete Cloudinary: it knows the calls this
+project's functions make, and answers anything else with 501 so a test notices.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ class Call:
     action: str  # e.g. "tags", "rename", "resource", "update", "delete_resources", "moderation_list"
     params: dict[str, Any]
     fault: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    raw_path: str = ""  # as sent, percent-escapes and query string included
+
+    @property
+    def route(self) -> tuple[str, str]:
+        """(method, path): what tests compare the order of calls on."""
+        return self.method, self.path
 
     @property
     def is_write(self) -> bool:
@@ -48,6 +57,9 @@ class Fault:
     kind: str  # "status", "garbage", "stall", "reset"
     status: int = 500
     headers: dict[str, str] = field(default_factory=dict)
+    # "status" answers Cloudinary's JSON error body, unless this says what to answer instead: a dict or list
+    # is sent as JSON (e.g. ``Fault("status", 200, body={"result": "error"})``), a str as text/html
+    body: Any = None
 
 
 def _asset_key(resource_type: str, delivery_type: str, public_id: str) -> tuple[str, str, str]:
@@ -74,7 +86,7 @@ class FakeCloudinary:
             "resource_type": resource_type, "type": type, "version": 1700000000 + len(self.assets),
             "format": "mp4" if resource_type == "video" else "jpg", "bytes": 1024,
             "tags": list(tags or []), "moderation": copy.deepcopy(moderation or []),
-            **({"access_control": copy.deepcopy(access_control)} if access_control else {}),
+            **({"access_control": copy.deepcopy(access_control)} if access_control is not None else {}),
             **extra,
         }
         if moderation:
@@ -102,6 +114,17 @@ class FakeCloudinary:
         start = len(self.calls)
         self.fail(lambda call, position: position == start + index, fault)
 
+    def fail_once(self, when: Callable[[Call, int], bool], fault: Fault) -> None:
+        """Answer the first call from now matching ``when(call, index)`` with ``fault``; later ones normally."""
+        start, chosen = len(self.calls), []
+
+        def first(call: Call, index: int) -> bool:
+            if not chosen and index >= start and when(call, index):
+                chosen.append(index)
+            return chosen == [index]
+
+        self.fail(first, fault)
+
     def clear_faults(self) -> None:
         self._faults.clear()
 
@@ -111,6 +134,11 @@ class FakeCloudinary:
 
     def count(self, api: str | None = None) -> int:
         return sum(1 for call in self.calls if api is None or call.api == api)
+
+    @property
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, path) of every call so far, in order."""
+        return [call.route for call in self.calls]
 
     # --- the HTTP server -------------------------------------------------------------------------
 
@@ -128,7 +156,7 @@ class FakeCloudinary:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 builder = EnvironBuilder(method=self.command, path=self.path, data=body,
-                                         headers=dict(self.headers.items()))
+                                         headers=dict(self.headers.items()), environ_overrides={"RAW_URI": self.path})
                 request = Request(builder.get_environ())
                 status, headers, payload, fault = fake.dispatch(request)
                 if fault == "reset":
@@ -174,7 +202,10 @@ class FakeCloudinary:
                 return 0, {}, b"", fault.kind
             if fault.kind == "garbage":
                 return 200, {"Content-Type": "text/html"}, b"<html>upstream proxy error</html>", None
-            return fault.status, fault.headers, json.dumps({"error": {"message": "injected fault"}}).encode(), None
+            if isinstance(fault.body, str):
+                return fault.status, {"Content-Type": "text/html", **fault.headers}, fault.body.encode(), None
+            body = {"error": {"message": "injected fault"}} if fault.body is None else fault.body
+            return fault.status, fault.headers, json.dumps(body).encode(), None
         try:
             with self._lock:
                 status, answer = self._apply(call)
@@ -203,10 +234,13 @@ class FakeCloudinary:
                 action = "delete_resources"
             else:
                 action = "list"
-            return Call(request.method, path, "admin", action, params)
-        if len(parts) == 2 and parts[1] in UPLOAD_ACTIONS:
-            return Call(request.method, path, "upload", parts[1], params)
-        return Call(request.method, path, "unknown", rest, params)
+            api = "admin"
+        elif len(parts) == 2 and parts[1] in UPLOAD_ACTIONS:
+            api, action = "upload", parts[1]
+        else:
+            api, action = "unknown", rest
+        return Call(request.method, path, api, action, params, headers=dict(request.headers.items()),
+                    raw_path=str(request.environ.get("RAW_URI", path)))
 
     def _resource_path(self, call: Call) -> tuple[str, str, str]:
         # /v1_1/<cloud>/resources/<resource_type>/<type>/<public_id...>
@@ -265,6 +299,8 @@ class FakeCloudinary:
                 asset["moderation_status"] = "pending"
             if params.get("tags"):
                 asset["tags"] += [tag for tag in str(params["tags"]).split(",") if tag not in asset["tags"]]
+            if params.get("access_control"):  # the SDK sends the rules JSON-encoded; they replace the old ones
+                asset["access_control"] = json.loads(params["access_control"])
             return 200, copy.deepcopy(asset)
         if call.api == "admin" and call.action == "resource":
             asset = self._asset_at(call)
@@ -293,7 +329,7 @@ class FakeCloudinary:
         if call.api == "admin" and call.action == "moderation_list":
             parts = call.path.split("/")
             resource_type, kind, status = parts[4], parts[6], parts[7]
-            matching = [copy.deepcopy(asset) for asset in self.assets.values()
+            matching = [self._listed(asset, params) for asset in self.assets.values()
                         if asset["resource_type"] == resource_type
                         and any(m.get("kind") == kind and m.get("status") == status for m in asset["moderation"])]
             matching.sort(key=lambda asset: asset["public_id"])
@@ -305,6 +341,19 @@ class FakeCloudinary:
                 answer["next_cursor"] = str(start + size)
             return 200, answer
         return 501, {"error": {"message": f"the fake does not implement {call.method} {call.path}"}}
+
+    # What a listing shows of each asset: the basics, tags / context / moderation only when asked for, and the
+    # access control rules when the asset has some (a function must not rely on them being there).
+    _LISTED = ("asset_id", "public_id", "format", "version", "resource_type", "type", "created_at", "bytes",
+               "width", "height", "url", "secure_url", "access_control")
+    _ON_REQUEST = {"tags": "tags", "context": "context", "moderations": "moderation"}
+
+    def _listed(self, asset: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        entry = {key: copy.deepcopy(asset[key]) for key in self._LISTED if key in asset}
+        for param, key in self._ON_REQUEST.items():
+            if str(params.get(param, "")).lower() in ("1", "true") and key in asset:
+                entry[key] = copy.deepcopy(asset[key])
+        return entry
 
     def _asset_at(self, call: Call) -> dict[str, Any] | None:
         resource_type, delivery_type, public_id = self._resource_path(call)

@@ -41,13 +41,19 @@ def _authenticated_image(notification: dict[str, Any], status: str | None) -> Ca
     return setup
 
 
-def _restricted_video(notification: dict[str, Any], status: str) -> Callable[[FakeCloudinary], None]:
-    """The video the notification names, token-restricted, with this Google moderation status."""
+def _restricted_video(notification: dict[str, Any], status: str, *, delivery_type: str = "upload",
+                      access_type: str = "token") -> Callable[[FakeCloudinary], None]:
+    """The video the notification names, token-restricted (or viewable: ``access_type="anonymous"``), with
+    this Google moderation status."""
     def setup(fake: FakeCloudinary) -> None:
-        fake.add_asset(notification["public_id"], resource_type="video", format="mov",
-                       asset_id=notification["asset_id"], access_control=[{"access_type": "token"}],
+        fake.add_asset(notification["public_id"], resource_type="video", type=delivery_type, format="mov",
+                       asset_id=notification["asset_id"], access_control=[{"access_type": access_type}],
                        moderation=[{"kind": "google_video_moderation", "status": status}])
     return setup
+
+
+def _video(fake: FakeCloudinary, notification: dict[str, Any], delivery_type: str = "upload") -> dict[str, Any]:
+    return fake.asset(notification["public_id"], resource_type="video", type=delivery_type) or {}
 
 
 BG_QUEUE = _sample("bg_removal_approval", "info_complete")
@@ -55,6 +61,7 @@ BG_APPROVED = _sample("bg_removal_approval", "moderation_approved")
 BG_REJECTED = _sample("bg_removal_approval", "moderation_rejected")
 VIDEO_APPROVED = _sample("video_moderation", "moderation_approved")
 VIDEO_REJECTED = _sample("video_moderation", "moderation_rejected")
+VIDEO_AUTHENTICATED = _sample("video_moderation", "moderation_approved_authenticated")
 
 
 SCENARIOS: list[Scenario] = [
@@ -96,8 +103,15 @@ SCENARIOS: list[Scenario] = [
         function="video_moderation",
         notification=VIDEO_APPROVED,
         setup=_restricted_video(VIDEO_APPROVED, "approved"),
-        done=lambda fake: fake.asset(VIDEO_APPROVED["public_id"], resource_type="video")["access_control"]
-        == [{"access_type": "anonymous"}],
+        done=lambda fake: _video(fake, VIDEO_APPROVED).get("access_control") == [{"access_type": "anonymous"}],
+    ),
+    Scenario(
+        name="video_moderation: approved authenticated video made a public upload",
+        function="video_moderation",
+        notification=VIDEO_AUTHENTICATED,
+        setup=_restricted_video(VIDEO_AUTHENTICATED, "approved", delivery_type="authenticated"),
+        done=lambda fake: not _video(fake, VIDEO_AUTHENTICATED, "authenticated")
+        and _video(fake, VIDEO_AUTHENTICATED).get("access_control") == [{"access_type": "anonymous"}],
     ),
     Scenario(
         name="video_moderation: rejected video deleted",
@@ -105,5 +119,14 @@ SCENARIOS: list[Scenario] = [
         notification=VIDEO_REJECTED,
         setup=_restricted_video(VIDEO_REJECTED, "rejected"),
         done=lambda fake: fake.asset(VIDEO_REJECTED["public_id"], resource_type="video") is None,
+    ),
+    Scenario(
+        name="video_moderation: rejected video kept, restricted and tagged",
+        function="video_moderation",
+        notification=VIDEO_REJECTED,
+        setup=_restricted_video(VIDEO_REJECTED, "rejected", access_type="anonymous"),
+        done=lambda fake: _video(fake, VIDEO_REJECTED).get("access_control") == [{"access_type": "token"}]
+        and _video(fake, VIDEO_REJECTED).get("tags") == ["video_moderation_rejected"],
+        env={"VIDEO_MODERATION_ON_REJECT": "keep"},
     ),
 ]

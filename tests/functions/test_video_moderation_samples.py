@@ -1,5 +1,5 @@
-"""The samples: real-shaped, and `python -m shared send video_moderation <sample>` works against the local
-server in demo mode (no Cloudinary account: the function plans, calls nothing)."""
+"""video_moderation's samples: real-shaped, and `python -m shared send video_moderation <sample>` works
+against the local server in demo mode (no Cloudinary account: the function plans, calls nothing)."""
 
 from __future__ import annotations
 
