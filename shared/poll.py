@@ -58,7 +58,8 @@ BACKOFF_RATE_LIMITED_SECONDS = 10.0
 BACKOFF_CAP_SECONDS = 60.0
 SCHEDULED_MARGIN_SECONDS = 2.0  # a scheduled drain stops this long before the platform's timeout
 DEFAULT_CRON_DRAIN_SECONDS = 12.0  # Vercel: vercel.json gives the functions 15 s
-SLEEP = time.sleep  # how a scheduled drain waits before a retry (tests replace it)
+SLEEP = time.sleep  # how a scheduled drain waits before a retry, and
+CLOCK = time.monotonic  # what it measures its time with (tests replace both)
 
 
 class PollError(Exception):
@@ -534,7 +535,8 @@ def scheduled_drain(webhook: Webhook, seconds: float, trigger: str, **options: A
 
     started = time.perf_counter()
     options.setdefault("sleep", SLEEP)
-    drain = Drain(webhook, once=True, wait_seconds=0, deadline=time.monotonic() + seconds, **options)
+    options.setdefault("clock", CLOCK)
+    drain = Drain(webhook, once=True, wait_seconds=0, deadline=options["clock"]() + seconds, **options)
     line: dict[str, Any] = {"function": webhook.name, "poll": f"poll://{drain.channel}", "trigger": trigger}
     try:
         counts = drain.run()
