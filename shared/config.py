@@ -71,29 +71,27 @@ def flag(name: str, default: bool = False, environ: Mapping[str, str] | None = N
 
 
 def integer(name: str, default: int, environ: Mapping[str, str] | None = None, *, minimum: int = 0) -> int:
-    raw = (environ if environ is not None else os.environ).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number") from None
+    value = _parse(name, default, environ, int, "a whole number")
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}")
     return value
 
 
 def number(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    value = _parse(name, default, environ, float, "a number")
+    if not math.isfinite(value):  # "inf" as a timeout would mean waiting forever
+        raise ConfigError(f"{name} must be a number")
+    return value
+
+
+def _parse(name: str, default: T, environ: Mapping[str, str] | None, convert: Callable[[str], T], what: str) -> T:
     raw = (environ if environ is not None else os.environ).get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        return convert(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number") from None
-    if not math.isfinite(value):  # "inf" as a timeout would mean waiting forever
-        raise ConfigError(f"{name} must be a number")
-    return value
+        raise ConfigError(f"{name} must be {what}") from None
 
 
 def word_list(raw: str) -> list[str]:

@@ -66,6 +66,20 @@ class UnsupportedMediaType(WebhookError):
     code = "unsupported_media_type"
 
 
+class RequestTimeout(WebhookError):
+    """408: the body did not arrive in time (a WSGI server's read timeout)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class LengthRequired(WebhookError):
+    """411: a body sent without a Content-Length that the WSGI server did not decode (chunked)."""
+
+    status = 411
+    code = "length_required"
+
+
 class ConfigError(WebhookError):
     """500: the function is not configured. The missing names go to the log, never to the caller."""
 

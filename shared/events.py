@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from shared.errors import BadRequest, PayloadTooLarge, WebhookError
+from shared.errors import BadRequest, LengthRequired, PayloadTooLarge, RequestTimeout
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
@@ -100,20 +100,6 @@ class Response:
 
     def all_headers(self) -> dict[str, str]:
         return {"Content-Type": "application/json; charset=utf-8", **self.headers}
-
-
-class RequestTimeout(WebhookError):
-    """408: the body did not arrive in time (a WSGI server's read timeout)."""
-
-    status = 408
-    code = "request_timeout"
-
-
-class LengthRequired(WebhookError):
-    """411: a body sent without a Content-Length that the WSGI server did not decode (chunked)."""
-
-    status = 411
-    code = "length_required"
 
 
 REASON_PHRASES = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
