@@ -178,7 +178,8 @@ def destroy(asset: Asset) -> str:
 
 
 def explicit(asset: Asset, **options: Any) -> dict[str, Any]:
-    """Upload API explicit: eager transformations, moderation, a notification URL... on an existing asset."""
+    """Upload API explicit (not rate-limited): eager transformations, moderation, a notification URL, an
+    ``access_control`` list... on an existing asset; most of what the Admin API's update changes."""
     uploader = sdk().uploader
     with calling("explicit"):
         return dict(uploader.explicit(asset.public_id, **_where(asset), **options, timeout=timeout("explicit")))
