@@ -66,6 +66,8 @@ def _configure_logging(log_json: bool) -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     # `listen` prints one readable line per message; the functions' JSON lines only when asked, except errors.
     logging.getLogger("cloudinary_webhooks").setLevel(logging.INFO if log_json else logging.ERROR)
+    # The SDK keeps one connection per host; channels drained at once each open their own: no warning for that.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -158,8 +160,11 @@ def run(webhooks: Mapping[str, Any], *, channels: Mapping[str, str] | None = Non
                          on_outcome=printer.outcome, on_retry=printer.retry(name))
               for name, webhook in webhooks.items()]
     errors: list[poll.PollError] = []
+    # Each thread's own "finished" event, not Thread.is_alive(): a join() that Ctrl-C interrupted can leave a
+    # running thread reported as finished (CPython 3.11).
+    finished = [threading.Event() for _ in drains]
 
-    def work(drain: poll.Drain) -> None:
+    def work(drain: poll.Drain, done: threading.Event) -> None:
         try:
             drain.run()
         except poll.PollError as error:
@@ -168,24 +173,23 @@ def run(webhooks: Mapping[str, Any], *, channels: Mapping[str, str] | None = Non
         except Exception as error:  # a bug: say so on this thread's line, stop the others
             errors.append(poll.PollError(f"{drain.function}: {type(error).__name__}: {error}"))
             stop.set()
+        finally:
+            done.set()
 
-    threads = [threading.Thread(target=work, args=(drain,), name=f"listen-{drain.channel}", daemon=True)
-               for drain in drains]
-    for thread in threads:
-        thread.start()
+    for drain, done in zip(drains, finished, strict=True):
+        threading.Thread(target=work, args=(drain, done), name=f"listen-{drain.channel}", daemon=True).start()
     interrupted = False
     try:
-        while any(thread.is_alive() for thread in threads):
-            for thread in threads:
-                thread.join(0.2)
+        for done in finished:
+            while not done.wait(0.2):
+                pass
     except KeyboardInterrupt:
         interrupted = True
         stop.set()
-        busy = [drain for drain in drains if drain.busy]
-        if busy:
+        if any(drain.busy for drain in drains):
             printer.line("Stopping: finishing the message in hand; the others stay unacknowledged (Cloudinary "
                          "redelivers them after the visibility timeout).")
-        _wait_for_messages_in_hand(drains, threads)
+        _wait_for_messages_in_hand(drains, finished)
 
     totals = {key: sum(drain.counts[key] for drain in drains) for key in ("messages", "acked", "dead_letters",
                                                                          "kept", "ack_failed")}
@@ -200,14 +204,14 @@ def run(webhooks: Mapping[str, Any], *, channels: Mapping[str, str] | None = Non
     return 0
 
 
-def _wait_for_messages_in_hand(drains: list[poll.Drain], threads: list[threading.Thread]) -> None:
+def _wait_for_messages_in_hand(drains: list[poll.Drain], finished: list[threading.Event]) -> None:
     """After Ctrl-C: wait (bounded) for each thread that holds a message; one blocked in a long poll is left
     (its claims, if any, run out by themselves). A second Ctrl-C stops waiting."""
     deadline = time.monotonic() + STOP_GRACE_SECONDS
     try:
-        for drain, thread in zip(drains, threads, strict=True):
-            while drain.busy and thread.is_alive() and time.monotonic() < deadline:
-                thread.join(0.1)
+        for drain, done in zip(drains, finished, strict=True):
+            while drain.busy and not done.is_set() and time.monotonic() < deadline:
+                done.wait(0.1)
     except KeyboardInterrupt:
         return
 
