@@ -34,7 +34,7 @@ from shared.errors import BadRequest, ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
 
 from . import images, names
-from .rekognition import CollectionMissing, Gallery, ImageRefused, IndexedFace
+from .rekognition import CollectionMissing, Gallery, ImageRefused, IndexedFace, prepare_client
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ def recognise(ctx: Context, options: Options, asset: Asset) -> Result:
         return ctx.done()
 
     budget.narrow(options.budget_seconds)
+    prepare_client()  # a cold start builds the Rekognition client while the image is fetched and decoded
     gallery = Gallery(options.collection_id)
     try:
         picture = asset.picture()

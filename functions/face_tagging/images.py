@@ -1,16 +1,19 @@
 """The image Rekognition looks at: a size-bounded JPEG fetched from a signed Cloudinary delivery URL, and
 one crop per face (``SearchFacesByImage`` only searches the largest face of the image it is given).
 
-``requests`` and Pillow are imported at first use. Pillow (one wheel, no system libraries) is the only
-extra dependency: decoding a JPEG to crop it cannot be done with the standard library.
+The image is fetched with urllib3, which the Cloudinary SDK and botocore already carry (one HTTP stack);
+urllib3 and Pillow are imported at first use. Pillow (one wheel, no system libraries) is the only extra
+dependency: decoding a JPEG to crop it cannot be done with the standard library.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import threading
 
-from shared.errors import DependencyRejected, DependencyUnavailable
+from shared import config
+from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
@@ -22,6 +25,10 @@ CONNECT_TIMEOUT_SECONDS = 3.0
 DEFAULT_READ_TIMEOUT_SECONDS = 6.0  # a first delivery of a transformation is generated on the fly
 CROP_MARGIN = 0.25  # of the face's size, each side: Rekognition must find the face again in the crop
 CROP_QUALITY = 90
+USER_AGENT = "cloudinary-webhook-functions face_tagging (urllib3)"
+# Test-only (never a deploy setting): fetch a delivery URL on a loopback host over plain http. See _reachable.
+LOOPBACK_VARIABLE = "FACE_TAGGING_ALLOW_HTTP_LOOPBACK"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class ImageMissing(Exception):
@@ -73,37 +80,81 @@ def delivery_url(public_id: str, resource_type: str, delivery_type: str, version
 
 
 def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Picture:
-    """Download the JPEG (streamed, stopping past MAX_BYTES) and decode it."""
-    import requests
+    """Download the JPEG (at most MAX_BYTES) and decode it.
+
+    With urllib3, the HTTP client the Cloudinary SDK and botocore already load: one HTTP stack, where
+    ``requests`` would add its own import (and a second copy of urllib3's setup) to every cold start."""
+    import urllib3
 
     try:
+        response = _pool().request("GET", _reachable(url), preload_content=False, redirect=False, retries=False,
+                                   timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=read_timeout))
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise _unavailable(error) from None
+    complete = False
+    try:
         # No redirects: the one URL asked for is on the account's delivery host, where it leads may not be.
-        with requests.get(url, timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout), stream=True,
-                          allow_redirects=False) as response:
-            status = response.status_code
-            reason = response.headers.get("X-Cld-Error", "")[:200]
-            if status in (404, 410):
-                raise ImageMissing(reason or f"delivery answered {status}")
-            if status in (420, 429) or status >= 500:
-                raise DependencyUnavailable("Cloudinary delivery is unavailable; a retry will finish the work.",
-                                            code="cloudinary_unavailable",
-                                            log_detail=f"image fetch: {status} {reason}")
-            if status in (401, 403):
-                raise DependencyRejected("Cloudinary refused to deliver the image; the function's log says why.",
-                                         code="cloudinary_delivery_refused",
-                                         log_detail=f"image fetch: {status} {reason}")
-            if status != 200:
-                raise ImageUnusable(f"Cloudinary cannot deliver it as a JPEG ({status} {reason})".strip())
-            data = bytearray()
-            for chunk in response.iter_content(64 * 1024):
-                data.extend(chunk)
-                if len(data) > MAX_BYTES:
-                    raise ImageUnusable("the delivered JPEG is over Rekognition's 5 MB")
-    except requests.exceptions.RequestException as error:
-        raise DependencyUnavailable("Cloudinary delivery did not answer; a retry will finish the work.",
-                                    code="cloudinary_unavailable",
-                                    log_detail=f"image fetch: {type(error).__name__}") from None
-    return Picture(bytes(data), decode(bytes(data)))
+        status = response.status
+        reason = (response.headers.get("X-Cld-Error") or "")[:200]
+        if status in (404, 410):
+            raise ImageMissing(reason or f"delivery answered {status}")
+        if status in (420, 429) or status >= 500:
+            raise DependencyUnavailable("Cloudinary delivery is unavailable; a retry will finish the work.",
+                                        code="cloudinary_unavailable", log_detail=f"image fetch: {status} {reason}")
+        if status in (401, 403):
+            raise DependencyRejected("Cloudinary refused to deliver the image; the function's log says why.",
+                                     code="cloudinary_delivery_refused", log_detail=f"image fetch: {status} {reason}")
+        if status != 200:
+            raise ImageUnusable(f"Cloudinary cannot deliver it as a JPEG ({status} {reason})".strip())
+        try:
+            data = response.read(MAX_BYTES + 1)  # reads until EOF or one byte past the limit
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise _unavailable(error) from None
+        if len(data) > MAX_BYTES:
+            raise ImageUnusable("the delivered JPEG is over Rekognition's 5 MB")
+        complete = True
+    finally:
+        if not complete:
+            response.close()  # unread bytes: the connection cannot be reused
+        response.release_conn()
+    return Picture(data, decode(data))
+
+
+_pools: dict[str, Any] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool() -> Any:
+    """One connection pool per warm container (TLS verified against certifi's CAs, as the SDKs do)."""
+    with _pools_lock:
+        pool = _pools.get("delivery")
+        if pool is None:
+            import certifi
+            import urllib3
+
+            pool = _pools["delivery"] = urllib3.PoolManager(num_pools=4, maxsize=4, cert_reqs="CERT_REQUIRED",
+                                                            ca_certs=certifi.where(),
+                                                            headers={"User-Agent": USER_AGENT})
+    return pool
+
+
+def _reachable(url: str) -> str:
+    """``url`` as fetched. Only FACE_TAGGING_ALLOW_HTTP_LOOPBACK=1 (tests and benchmarks on one machine, whose
+    CDN stand-in is reached through the SDK's own ``secure_distribution``) changes it: an https URL on a
+    loopback host is fetched over plain http. Never on a serverless platform (500 there)."""
+    if not url.startswith("https://") or not config.flag(LOOPBACK_VARIABLE):
+        return url
+    if config.serverless_platform():
+        raise ConfigError(f"face_tagging: {LOOPBACK_VARIABLE} is for tests on one machine; unset it on "
+                          f"{config.serverless_platform()}")
+    host = url[len("https://"):].split("/", 1)[0].rsplit(":", 1)[0].strip("[]").lower()
+    return "http://" + url[len("https://"):] if host in LOOPBACK_HOSTS else url
+
+
+def _unavailable(error: BaseException) -> DependencyUnavailable:
+    # Timeouts, refused or reset connections, TLS failures: a retry can fix them.
+    return DependencyUnavailable("Cloudinary delivery did not answer; a retry will finish the work.",
+                                 code="cloudinary_unavailable", log_detail=f"image fetch: {type(error).__name__}")
 
 
 def decode(data: bytes) -> Any:

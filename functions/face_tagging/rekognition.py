@@ -65,27 +65,57 @@ class IndexedFace:
 
 def client() -> Any:
     """The Rekognition client for the current settings, created once per warm container."""
+    key = _client_settings()
+    with _clients_lock:
+        cached = _clients.get(key)
+        if cached is None:
+            cached = _clients[key] = _create(*key)
+    return cached
+
+
+def prepare_client() -> None:
+    """Start creating the client in a background thread, so that a cold start's botocore work (importing
+    it, loading the service model and endpoint data: most of a cold recognition) overlaps the image fetch
+    and decoding. ``client()`` waits for it (the same lock). Best effort: if the settings are wrong or the
+    creation fails, the request's own ``client()`` call raises, in its own thread, and is answered."""
+    try:
+        key = _client_settings()
+    except ConfigError:
+        return
+    if key in _clients:  # a warm container
+        return
+    threading.Thread(target=_prepare_quietly, args=(key,), name="rekognition-client", daemon=True).start()
+
+
+def _prepare_quietly(key: tuple[str, str | None, float, int]) -> None:
+    try:
+        with _clients_lock:
+            if key not in _clients:
+                _clients[key] = _create(*key)
+    except Exception:  # noqa: S110 - the request's own client() call meets the same failure and raises it
+        pass
+
+
+def _client_settings() -> tuple[str, str | None, float, int]:
     region = os.environ.get("AWS_REGION", "").strip() or os.environ.get("AWS_DEFAULT_REGION", "").strip()
     if not region:
         raise ConfigError("face_tagging: AWS_REGION is not set (Lambda sets it; elsewhere set it)")
     endpoint = os.environ.get("AWS_ENDPOINT_URL_REKOGNITION", "").strip() or None
     timeout = config.number("REKOGNITION_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)
     attempts = config.integer("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, minimum=1)
-    key = (region, endpoint, timeout, attempts)
-    with _clients_lock:
-        cached = _clients.get(key)
-        if cached is None:
-            import boto3
-            from botocore.config import Config
+    return region, endpoint, timeout, attempts
 
-            cached = boto3.session.Session().client(
-                "rekognition", region_name=region, endpoint_url=endpoint,
-                config=Config(connect_timeout=min(timeout, 3.0), read_timeout=timeout,
-                              retries={"mode": "standard", "total_max_attempts": attempts},
-                              max_pool_connections=16),  # concurrent searches share the pool
-            )
-            _clients[key] = cached
-    return cached
+
+def _create(region: str, endpoint: str | None, timeout: float, attempts: int) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.session.Session().client(
+        "rekognition", region_name=region, endpoint_url=endpoint,
+        config=Config(connect_timeout=min(timeout, 3.0), read_timeout=timeout,
+                      retries={"mode": "standard", "total_max_attempts": attempts},
+                      max_pool_connections=16),  # concurrent searches share the pool
+    )
 
 
 @contextmanager

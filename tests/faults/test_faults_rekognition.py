@@ -1,11 +1,12 @@
 """Faults: every outbound call of face_tagging fails in each way it can (issue 7, item 2).
 
-face_tagging talks to three services: the image CDN (the signed delivery URL, through ``requests``: mocked
-by ``responses``), Amazon Rekognition (a stateful stand-in on 127.0.0.1, tests/fakes/rekognition.py) and
-Cloudinary's Upload API (tags/add, tests/fakes/cloudinary.py). tests/fakes/wire.py numbers the calls across
-the three, so "the k-th call" can be failed whatever service it goes to. For the recognise path, both train
-paths (collection there; first image, collection created) and the forget path (a training image deleted:
-Admin API resources/by_asset_ids, ListFaces, DeleteFaces), each call fails in turn, with each fault:
+face_tagging talks to three services: the image CDN (the signed delivery URL, fetched with urllib3 from a
+local stand-in, tests/fakes/cdn.py, reached through the SDK's ``secure_distribution``), Amazon Rekognition
+(a stateful stand-in on 127.0.0.1, tests/fakes/rekognition.py) and Cloudinary's Upload API (tags/add,
+tests/fakes/cloudinary.py). tests/fakes/wire.py numbers the calls across the three, so "the k-th call" can
+be failed whatever service it goes to. For the recognise path, both train paths (collection there; first
+image, collection created) and the forget path (a training image deleted: Admin API resources/by_asset_ids,
+ListFaces, DeleteFaces), each call fails in turn, with each fault:
 
 - the answer is 503 (200 when the image is gone: a CDN or Cloudinary 404), and nothing is written after
   the failed call (no IndexFaces, CreateCollection, DeleteFaces or tags/add);
@@ -23,17 +24,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import requests
-import responses
 from PIL import Image, ImageDraw
 
+from functions.face_tagging import images
 from functions.face_tagging.handler import handle
+from tests.fakes.cdn import LOOPBACK_VARIABLE, FakeCDN
 from tests.fakes.cloudinary import RETRYABLE_FAULTS, FakeCloudinary, Fault
 from tests.fakes.rekognition import WRITES, FakeRekognition, aws_error
 from tests.fakes.wire import Wire, WiredCloudinary
@@ -42,7 +42,6 @@ from tests.helpers import API_KEY, CLOUD_NAME, SECRET, sample, signed_request
 pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
 
 COLLECTION = "staff-faces"
-CDN = r"https://res\.cloudinary\.com/.*"
 JOSE = "José García Núñez"
 LI = "李伟"
 TRAINING_ASSET = "4f8a2c6e0b3d5f7a9c1e3b5d7f9a1c3e"  # training_upload.json
@@ -209,26 +208,25 @@ def rekognition_server():
     fake.stop()
 
 
+@pytest.fixture(scope="module")
+def cdn_server():
+    fake = FakeCDN()
+    host = fake.start()
+    yield fake, host
+    fake.stop()
+
+
 class World:
-    def __init__(self, scenario: Scenario, rek: FakeRekognition, cdn: responses.RequestsMock) -> None:
+    def __init__(self, scenario: Scenario, rek: FakeRekognition, cdn: FakeCDN) -> None:
         self.scenario = scenario
         self.wire = Wire()
         self.rek = rek
         rek.reset(self.wire)
         rek.detected = [BOXES[name] for name in scenario.faces]
         self.cloudinary = WiredCloudinary(CLOUD_NAME, self.wire)
-        self.image = photo(scenario.faces)
-        cdn.add_callback(responses.GET, re.compile(CDN), callback=self._deliver)
-
-    def _deliver(self, request: requests.PreparedRequest) -> Any:
-        fault = self.wire.arrive("cdn", "GET", is_write=False).fault
-        if fault is None:
-            return 200, {"Content-Type": "image/jpeg"}, self.image
-        if fault.kind == "stall":
-            return requests.exceptions.ReadTimeout("injected: no answer within the read timeout")
-        if fault.kind == "reset":
-            return requests.exceptions.ConnectionError(ConnectionResetError(104, "Connection reset by peer"))
-        return fault.status, {"X-Cld-Error": "injected fault", **fault.headers}, b""
+        self.cdn = cdn
+        cdn.reset(self.wire)  # each delivery is numbered on the wire, and failed when it is the one to fail
+        cdn.serve(photo(scenario.faces))
 
     def run(self) -> tuple[int, dict[str, Any]]:
         response = handle(signed_request(self.scenario.notification))
@@ -239,8 +237,9 @@ class World:
 
 
 @contextlib.contextmanager
-def world_for(scenario: Scenario, rekognition_server, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world_for(scenario: Scenario, rekognition_server, cdn_server, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     rek, url = rekognition_server
+    cdn, cdn_host = cdn_server
     monkeypatch.setenv("AWS_ENDPOINT_URL_REKOGNITION", url)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-key-id")
@@ -249,24 +248,27 @@ def world_for(scenario: Scenario, rekognition_server, monkeypatch: pytest.Monkey
     monkeypatch.setenv("REKOGNITION_COLLECTION_ID", COLLECTION)
     monkeypatch.setenv("REKOGNITION_TIMEOUT_SECONDS", "0.3")
     monkeypatch.setenv("CLOUDINARY_TIMEOUT_SECONDS", "0.3")
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as cdn:
-        world = World(scenario, rek, cdn)
-        prefix = world.cloudinary.start()
-        monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://{API_KEY}:{SECRET}@{CLOUD_NAME}?upload_prefix={prefix}")
-        scenario.setup(rek, world.cloudinary)
-        try:
-            yield world
-        finally:
-            world.cloudinary.stop()
-            rek.reset()
+    monkeypatch.setattr(images, "DEFAULT_READ_TIMEOUT_SECONDS", 0.3)  # a stalled delivery: the client's timeout
+    monkeypatch.setenv(LOOPBACK_VARIABLE, "1")  # the CDN stand-in is fetched over http on loopback
+    world = World(scenario, rek, cdn)
+    prefix = world.cloudinary.start()
+    monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://{API_KEY}:{SECRET}@{CLOUD_NAME}?upload_prefix={prefix}"
+                                         f"&secure_distribution={cdn_host}")
+    scenario.setup(rek, world.cloudinary)
+    try:
+        yield world
+    finally:
+        world.cloudinary.stop()
+        rek.reset()
+        cdn.reset()
 
 
 # --- the tests ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_happy_path_makes_exactly_these_calls(scenario, rekognition_server, monkeypatch):
+def test_happy_path_makes_exactly_these_calls(scenario, rekognition_server, cdn_server, monkeypatch):
     """The call lists the fault cases are built from; and a repeat finds the work done, writing nothing."""
-    with world_for(scenario, rekognition_server, monkeypatch) as world:
+    with world_for(scenario, rekognition_server, cdn_server, monkeypatch) as world:
         status, body = world.run()
 
         assert status == 200 and body["status"] == "done", body
@@ -304,8 +306,9 @@ def cases() -> Iterator[Any]:
 
 
 @pytest.mark.parametrize(("scenario", "index", "fault_name", "fault"), list(cases()))
-def test_each_call_failing_then_retried(scenario, index, fault_name, fault, rekognition_server, monkeypatch):
-    with world_for(scenario, rekognition_server, monkeypatch) as world:
+def test_each_call_failing_then_retried(scenario, index, fault_name, fault, rekognition_server, cdn_server,
+                                        monkeypatch):
+    with world_for(scenario, rekognition_server, cdn_server, monkeypatch) as world:
         world.wire.fail_call(index, fault)
         TOTALS["faults injected"] += 1
 

@@ -1,5 +1,6 @@
 """face_tagging on the wire: Rekognition is a local endpoint (AWS_ENDPOINT_URL_REKOGNITION, the JSON protocol
-with X-Amz-Target), Cloudinary's API the local `cloudinary_server`, the image download `responses`.
+with X-Amz-Target), Cloudinary's API the local `cloudinary_server`, the image download a local CDN stand-in
+(tests/fakes/cdn.py) that the SDK's delivery URL reaches through its own ``secure_distribution`` setting.
 
 The photo is a real JPEG made here: coloured rectangles stand where DetectFaces says the faces are, so the
 fake SearchFacesByImage can tell from the pixels of each crop which face it was sent.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,8 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import requests
-import responses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
@@ -27,8 +27,11 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from functions.face_tagging import handler as face_handler
-from functions.face_tagging import names, rekognition
+from functions.face_tagging import images, names, rekognition
 from functions.face_tagging.handler import handle
+from shared.errors import ConfigError
+from tests.fakes.cdn import LOOPBACK_VARIABLE, FakeCDN
+from tests.fakes.cloudinary import Fault
 from tests.helpers import (
     API_KEY,
     CLOUD_NAME,
@@ -44,7 +47,6 @@ from tests.helpers import (
 COLLECTION = "staff-faces"
 TAGS_PATH = f"/v1_1/{CLOUD_NAME}/image/tags"
 BY_ASSET_IDS_PATH = f"/v1_1/{CLOUD_NAME}/resources/by_asset_ids"
-CDN = re.compile(r"https://res\.cloudinary\.com/.*")
 
 JOSE = "José García Núñez"
 LI = "李伟"
@@ -165,22 +167,33 @@ def rek(rek_server, monkeypatch: pytest.MonkeyPatch):
     assert errors == []  # the fake itself must not have failed (it would look like a Rekognition 500)
 
 
+@pytest.fixture(scope="module")
+def cdn_server():
+    fake = FakeCDN()
+    fake.host = fake.start()  # host:port, the SDK's secure_distribution
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
-def cdn():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
+def cdn(cdn_server):
+    cdn_server.reset()
+    yield cdn_server
+    cdn_server.reset()  # ends a stalled answer of this test
 
 
 @pytest.fixture
 def configured(cloudinary_server, rek, cdn, monkeypatch: pytest.MonkeyPatch):
-    """Everything set as a deployment would have it; returns (cloudinary_server, rek, cdn)."""
+    """Everything set as a deployment would have it, the delivery host being the local CDN (the SDK's
+    ``secure_distribution``, fetched over http on loopback only); returns (cloudinary_server, rek, cdn)."""
     monkeypatch.setenv("REKOGNITION_COLLECTION_ID", COLLECTION)
+    monkeypatch.setenv("CLOUDINARY_URL", f"{os.environ['CLOUDINARY_URL']}&secure_distribution={cdn.host}")
+    monkeypatch.setenv(LOOPBACK_VARIABLE, "1")
     return cloudinary_server, rek, cdn
 
 
-def serve_photo(cdn: responses.RequestsMock, jpeg: bytes | None = None, **kwargs: Any) -> None:
-    cdn.add(responses.GET, CDN, body=photo() if jpeg is None else jpeg,
-            content_type=kwargs.pop("content_type", "image/jpeg"), **kwargs)
+def serve_photo(cdn: FakeCDN, jpeg: bytes | None = None, content_type: str = "image/jpeg") -> None:
+    cdn.serve(photo() if jpeg is None else jpeg, content_type=content_type)
 
 
 def match(external_id: str, similarity: float) -> dict[str, Any]:
@@ -194,8 +207,8 @@ def search_by_colour(matches: dict[tuple[int, int, int], list[dict[str, Any]]]) 
     return answer
 
 
-def no_calls(server, rek: FakeRekognition, cdn: responses.RequestsMock) -> bool:
-    return server.log == [] and rek.calls == [] and len(cdn.calls) == 0
+def no_calls(server, rek: FakeRekognition, cdn: FakeCDN) -> bool:
+    return server.log == [] and rek.calls == [] and cdn.requests == []
 
 
 # --- recognise -----------------------------------------------------------------------------------------
@@ -217,11 +230,11 @@ def test_recognise_tags_each_distinct_name_once_from_a_crop_of_each_face(configu
         {"action": "search_faces", "faces": 3, "searched": 3, "matched": 3},
         {"action": "add_tags", "public_id": "events/offsite-2024/team-dinner", "tags": tags}]}
 
-    # The image: one signed, size-bounded JPEG delivery URL of this version.
-    assert len(cdn.calls) == 1
-    assert re.fullmatch(rf"https://res\.cloudinary\.com/{CLOUD_NAME}/image/upload/s--[\w-]{{8}}--/"
+    # The image: one signed, size-bounded JPEG delivery URL of this version, on the account's delivery host.
+    assert len(cdn.requests) == 1 and cdn.requests[0].method == "GET"
+    assert re.fullmatch(rf"/{CLOUD_NAME}/image/upload/s--[\w-]{{8}}--/"
                         r"c_limit,h_1600,w_1600/q_auto:good/v1715677961/events/offsite-2024/team-dinner\.jpg",
-                        cdn.calls[0].request.url)
+                        cdn.requests[0].path)
     # Rekognition: DetectFaces on exactly those bytes, then one search per face, each on its own crop.
     assert rek.operations()[0] == "DetectFaces"
     assert rek.params("DetectFaces") == [{"Image": {"Bytes": base64.b64encode(photo()).decode()},
@@ -419,7 +432,7 @@ def test_rekognition_timeout_is_503(configured, monkeypatch):
 ])
 def test_image_delivery_failures_map_to_the_promised_status(configured, status, expected, error):
     server, rek, cdn = configured
-    cdn.add(responses.GET, CDN, body=b"", status=status, headers={"X-Cld-Error": "simulated"})
+    cdn.serve(b"", status=status, headers={"X-Cld-Error": "simulated"})
 
     response = handle(signed_request(sample("face_tagging", "upload")))
 
@@ -427,26 +440,31 @@ def test_image_delivery_failures_map_to_the_promised_status(configured, status, 
     assert rek.calls == [] and server.log == []
 
 
-def test_image_delivery_timeout_is_503(configured):
+@pytest.mark.parametrize("fault", ["stall", "reset"])
+def test_image_delivery_timeout_or_reset_is_503(configured, monkeypatch, fault):
     server, rek, cdn = configured
-    cdn.add(responses.GET, CDN, body=requests.exceptions.ReadTimeout("simulated"))
+    monkeypatch.setattr(images, "DEFAULT_READ_TIMEOUT_SECONDS", 0.2)  # the stall ends at the client's timeout
+    serve_photo(cdn)
+    cdn.fail_call(0, Fault(fault))
 
     response = handle(signed_request(sample("face_tagging", "upload")))
 
-    assert response.status == 503 and rek.calls == [] and server.log == []
+    assert response.status == 503 and response.body["error"] == "cloudinary_unavailable"
+    assert len(cdn.requests) == 1 and rek.calls == [] and server.log == []
 
 
-@pytest.mark.parametrize("location", ["http://127.0.0.1:18900/probe", "https://evil.example/x.jpg",
+@pytest.mark.parametrize("location", ["{cdn}/followed.jpg", "https://evil.example/x.jpg",
                                       "http://169.254.169.254/latest/meta-data/"])
 def test_a_redirect_from_the_cdn_is_not_followed(configured, location):
     server, rek, cdn = configured
-    cdn.add(responses.GET, CDN, status=302, headers={"Location": location})
-    followed = cdn.add(responses.GET, location, body=photo(), content_type="image/jpeg")
+    cdn.serve(b"", status=302, headers={"Location": location.format(cdn=cdn.url)})
+    cdn.route("/followed.jpg", photo())  # where the first redirect leads: a request there would be seen
 
     response = handle(signed_request(sample("face_tagging", "upload")))
 
     assert response.status == 200 and "cannot deliver it as a JPEG (302" in response.body["reason"]
-    assert followed.call_count == 0 and rek.calls == [] and server.log == []
+    assert len(cdn.requests) == 1 and cdn.requested("/followed.jpg") == 0
+    assert rek.calls == [] and server.log == []
 
 
 @pytest.mark.parametrize("public_id", ["http://127.0.0.1:18900/probe", "HTTPS://evil.example/x", "//evil.example/x",
@@ -461,21 +479,39 @@ def test_a_public_id_that_is_a_url_is_400_and_fetches_nothing(configured, public
     assert no_calls(server, rek, cdn)
 
 
-def test_only_the_accounts_delivery_host_is_fetched(configured, monkeypatch):
+def test_only_the_accounts_delivery_host_is_fetched(monkeypatch):
     # Even a public ID that slips past the check cannot make the SDK's URL leave the account's host.
-    from functions.face_tagging import images
-
-    _, _, cdn = configured
-    serve_photo(cdn)
+    monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://{API_KEY}:{SECRET}@{CLOUD_NAME}")
     for url in ("https://evil.example/x.jpg", "http://127.0.0.1:18900/probe"):
         with pytest.raises(images.ImageUnusable):
             images.delivery_url(url, "image", "upload", None)  # the SDK hands such a "public ID" back as is
-    assert images.delivery_url("people/ana", "image", "upload", 3).startswith("https://res.cloudinary.com/")
+    assert images.delivery_url("people/ana", "image", "upload", 3).startswith(
+        f"https://res.cloudinary.com/{CLOUD_NAME}/image/upload/")
+    # A private CDN (secure_distribution) is the account's delivery host: its URLs are the ones fetched.
+    monkeypatch.setenv("CLOUDINARY_URL", f"cloudinary://{API_KEY}:{SECRET}@{CLOUD_NAME}"
+                                         "?secure_distribution=media.example.com&private_cdn=true")
+    assert images.delivery_url("people/ana", "image", "upload", 3).startswith("https://media.example.com/image/")
+    with pytest.raises(images.ImageUnusable):
+        images.delivery_url("https://res.cloudinary.com/other/image/upload/x.jpg", "image", "upload", None)
+
+
+def test_plain_http_to_the_loopback_cdn_only_with_the_test_flag_and_never_on_a_platform(monkeypatch):
+    url = "https://127.0.0.1:8123/demo-cloud/image/upload/v1/x.jpg"
+    assert images._reachable(url) == url  # without the flag: https, as built
+    monkeypatch.setenv(LOOPBACK_VARIABLE, "1")
+    assert images._reachable(url) == "http://127.0.0.1:8123/demo-cloud/image/upload/v1/x.jpg"
+    for elsewhere in ("https://res.cloudinary.com/demo-cloud/image/upload/v1/x.jpg",
+                      "https://127.0.0.1.evil.example/x.jpg", "https://localhost.example:443/x.jpg"):
+        assert images._reachable(elsewhere) == elsewhere
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "face_tagging")
+    with pytest.raises(ConfigError) as refused:
+        images._reachable(url)
+    assert LOOPBACK_VARIABLE in refused.value.log_detail
 
 
 def test_an_asset_deleted_before_the_fetch_is_ignored(configured):
     server, rek, cdn = configured
-    cdn.add(responses.GET, CDN, body=b"", status=404)
+    cdn.serve(b"", status=404)
 
     response = handle(signed_request(sample("face_tagging", "upload")))
 
@@ -489,7 +525,7 @@ def test_an_asset_deleted_before_the_fetch_is_ignored(configured):
 ])
 def test_an_image_that_cannot_be_delivered_or_decoded_is_200_saying_why(configured, body, status, reason):
     server, rek, cdn = configured
-    cdn.add(responses.GET, CDN, body=body, status=status, content_type="text/html")
+    cdn.serve(body, status=status, content_type="text/html")
 
     response = handle(signed_request(sample("face_tagging", "upload")))
 
@@ -636,7 +672,7 @@ def test_lambda_function_url_entry_point(configured):
 
 
 def test_a_rejected_or_ignored_request_imports_no_sdk():
-    """Cold start: a bad signature, or a notification it ignores, must not load boto3, requests or Pillow."""
+    """Cold start: a bad signature, or a notification it ignores, must not load boto3, urllib3 or Pillow."""
     script = f"""
 import json, sys
 from functions.face_tagging.handler import handle
@@ -647,7 +683,7 @@ os.environ["REKOGNITION_COLLECTION_ID"] = "c"
 statuses = [handle(signed_request(sample("face_tagging", "upload"), secret="wrong")).status,
             handle(signed_request(sample("face_tagging", "own_tags_changed"))).status,
             handle(signed_request(sample("face_tagging", "video_upload"))).status]
-loaded = [name for name in ("boto3", "botocore", "requests", "PIL", "cloudinary") if name in sys.modules]
+loaded = [name for name in ("boto3", "botocore", "requests", "urllib3", "PIL", "cloudinary") if name in sys.modules]
 print(json.dumps([statuses, loaded]))
 """
     env = {"PATH": "/usr/bin:/bin", "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
@@ -678,7 +714,7 @@ def test_training_upload_indexes_its_one_face_under_the_encoded_name(configured)
     assert rek.params("IndexFaces") == [{
         "CollectionId": COLLECTION, "Image": {"Bytes": base64.b64encode(training_photo).decode()},
         "ExternalImageId": JOSE_ID, "MaxFaces": 1, "QualityFilter": "AUTO", "DetectionAttributes": ["DEFAULT"]}]
-    assert "/v1715618402/training/jose-garcia-nunez.jpg" in cdn.calls[0].request.url
+    assert "/v1715618402/training/jose-garcia-nunez.jpg" in cdn.requests[0].path
     assert server.log == []  # an upload carries folder and tags: no Admin API call
 
 
@@ -722,7 +758,7 @@ def test_a_repeat_finds_the_face_indexed_and_does_nothing(configured):
     assert response.status == 200
     assert response.body == {"status": "ignored", "reason": "already indexed",
                              "training": {"training/jose-garcia-nunez": "already indexed"}}
-    assert rek.operations() == ["ListFaces"] and len(cdn.calls) == 0
+    assert rek.operations() == ["ListFaces"] and cdn.requests == []
 
 
 def test_a_new_label_replaces_the_old_one_index_first_then_delete(configured):
@@ -828,7 +864,7 @@ def test_a_label_added_later_trains_after_reading_the_assets_current_state(confi
     assert request.path == BY_ASSET_IDS_PATH
     assert request.args.getlist("asset_ids[]") == [LI_ASSET] and request.args["tags"] == "true"
     assert rek.params("IndexFaces")[0]["ExternalImageId"] == LI_ID
-    assert "/v1715619000/training/li-wei.jpg" in cdn.calls[0].request.url
+    assert "/v1715619000/training/li-wei.jpg" in cdn.requests[0].path
 
 
 def test_a_label_added_to_several_images_at_once_costs_one_lookup_and_one_listing(configured):
@@ -867,7 +903,7 @@ def test_a_label_on_an_asset_gone_or_outside_the_training_folder_trains_nothing(
     response = handle(signed_request(sample("face_tagging", "training_label_added")))
 
     assert response.status == 200 and response.body["reason"] == reason
-    assert rek.calls == [] and len(cdn.calls) == 0
+    assert rek.calls == [] and cdn.requests == []
 
 
 def test_admin_api_rate_limit_on_the_lookup_is_503(configured):
@@ -916,7 +952,7 @@ def test_deleting_a_training_image_deletes_its_faces_found_across_pages(configur
     assert rek.params("DeleteFaces") == [{"CollectionId": COLLECTION, "FaceIds": ["jose-1", "jose-2"]}]
     request, _ = server.log[0]
     assert request.args.getlist("asset_ids[]") == [TRAINING_ASSET]
-    assert len(cdn.calls) == 0
+    assert cdn.requests == []
 
 
 def test_a_restored_training_image_keeps_its_faces(configured):
@@ -981,7 +1017,7 @@ def test_every_sample_answers_200_in_demo_mode_without_any_call(rek, cdn, httpse
     response = handle(signed_request(sample("face_tagging", name)))
 
     assert response.status == 200 and response.body["status"] in ("dry_run", "ignored")
-    assert rek.calls == [] and len(cdn.calls) == 0 and httpserver.log == []
+    assert rek.calls == [] and cdn.requests == [] and httpserver.log == []
 
 
 # --- names ---------------------------------------------------------------------------------------------
