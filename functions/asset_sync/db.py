@@ -767,9 +767,10 @@ def _state(value: Any) -> dict[str, Any]:
 
 
 def _reason(error: BaseException, url: str) -> str:
-    """Why the database refused an event, for ``status`` and the log (no password, one line, bounded)."""
+    """Why the database refused an event, for ``status``, the answer and the log: the error's class, code and
+    first line (PostgreSQL's DETAIL line, which quotes the row's values, is left out), no password, bounded."""
     state = getattr(error, "sqlstate", None) or getattr(error, "sqlite_errorname", None)
-    text = " ".join(str(error).split())
+    text = " ".join((str(error).strip().splitlines() or [""])[0].split())
     return storable_text(redact(f"{type(error).__name__}{f' {state}' if state else ''}: {text}", url))[:300]
 
 

@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 
 from functions.asset_sync import storable
-from functions.asset_sync.mirror import AssetChange, AssetRef, FolderChange, Plan
+from functions.asset_sync.mirror import AssetChange, AssetRef, FolderChange, Plan, event_time, make_clock
 from shared import config
 from shared.assets import types_in_url
 from shared.errors import BadRequest, ConfigError, DependencyUnavailable
@@ -50,8 +50,7 @@ UPLOAD_FIELDS = ("public_id", "resource_type", "type", "asset_folder", "display_
 
 # --- the story ------------------------------------------------------------------------------------
 
-@webhook(accepts={ANY_TYPE}, optional=("DATABASE_URL", "ASSET_SYNC_TIME_BUDGET_SECONDS"),
-         serverless_requires=("DATABASE_URL",))
+@webhook(accepts={ANY_TYPE}, optional=("DATABASE_URL",), serverless_requires=("DATABASE_URL",))
 def handle(notification: Notification, ctx: Context) -> Result:
     # What the notification states, per asset and folder (the appliers below): pure, no I/O. Values the
     # databases cannot hold as they are (a NUL, NaN, 1e400, JSON hundreds deep) get a stand-in in the mirror;
@@ -369,7 +368,6 @@ def record(database_url: str, notification: Notification, ctx: Context, key: str
     from datetime import UTC, datetime
 
     from functions.asset_sync import db
-    from functions.asset_sync.mirror import event_time, make_clock
 
     headers = ctx.request.headers
     received_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -542,6 +542,26 @@ def test_migrate_creates_the_tables_once(database, capsys):
     assert table_exists(database, "cloudinary_assets")
 
 
+def test_a_database_of_schema_1_is_upgraded_with_its_events_kept(database, capsys, monkeypatch):
+    from functions.asset_sync import schema
+
+    with monkeypatch.context() as old_version:
+        old_version.setattr(schema, "MIGRATIONS", {1: schema.MIGRATIONS[1]})
+        assert cli(["migrate"]) == 0
+        assert json.loads(capsys.readouterr().out)["applied"] == [1]
+        assert send("upload").status == 200  # written by the code as it was, on schema 1
+    db.close_all()
+    db.forget_migrations()
+
+    assert cli(["migrate"]) == 0
+
+    assert json.loads(capsys.readouterr().out)["applied"] == [2]
+    [event] = events(database)
+    assert (event["state"], event["progress"], event["detail"]) == ("applied", None, None)
+    assert send("resource_tags_changed").status == 200
+    assert asset(database)["tags"] == ["catalog", "featured"]
+
+
 def test_replay_rebuilds_the_mirror_from_the_event_log(database, capsys):
     for name in SAMPLES:
         assert send(name).status == 200
