@@ -127,10 +127,11 @@ def _why(error: WebhookError) -> str:
     return f"{error.code}: {error.message}" + (f" ({error.log_detail})" if error.log_detail else "")
 
 
-def main(argv: list[str] | None = None, out: Out = sys.stdout.write, err: Out = sys.stderr.write,
+def main(argv: list[str] | None = None, out: Out | None = None, err: Out | None = None,
          ask: Ask = input) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args, out, err, ask))
+    # sys.stdout is looked up now, not when this module was imported (a test or the CLI may have replaced it)
+    return int(args.run(args, out or sys.stdout.write, err or sys.stderr.write, ask))
 
 
 if __name__ == "__main__":

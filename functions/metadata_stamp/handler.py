@@ -23,7 +23,7 @@ from functions.metadata_stamp.stamp import STAMPABLE, Changed, Policy, change_ti
 from shared import cloudinary_api
 from shared.webhook import Context, Notification, Result, webhook
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any
 

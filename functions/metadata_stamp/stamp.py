@@ -19,7 +19,7 @@ from shared.assets import AssetRef, asset_named_by
 from shared.config import Settings, word_list
 from shared.errors import BadRequest, ConfigError
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any
 

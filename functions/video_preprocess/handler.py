@@ -26,7 +26,7 @@ from shared.config import Settings
 from shared.errors import BadRequest, ConfigError
 from shared.webhook import Context, Notification, Result, webhook
 
-TYPE_CHECKING = False  # no `typing` import at run time: it costs cold-start milliseconds for annotations only
+TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any
 
