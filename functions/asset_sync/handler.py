@@ -476,14 +476,16 @@ def _identified(source: Mapping[str, Any], public_id: str | None = None, **parts
 def _public_id_in_url(url: Any, resource_type: str | None) -> str | None:
     """The public ID in a delivery URL with a version (``.../v1714991000/shop/catalog.png``): what follows
     the version, less the format (a raw file's public ID keeps its extension). None without a version."""
-    if not isinstance(url, str) or types_in_url(url) is None:
+    types = types_in_url(url)
+    if types is None:
         return None
-    path = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0]
-    segments = path.split("/")
-    for index, segment in enumerate(segments):
-        if len(segment) > 1 and segment[0] == "v" and segment[1:].isdigit() and index + 1 < len(segments):
+    segments = url.split("://", 1)[-1].split("?", 1)[0].split("#", 1)[0].split("/")
+    start = next((index for index in range(2, len(segments)) if tuple(segments[index - 2:index]) == types), None)
+    for index in range(start or len(segments), len(segments) - 1):  # after <resource_type>/<type>/: the
+        segment = segments[index]  # signature (s--...--) and transformations, then the version
+        if len(segment) > 1 and segment[0] == "v" and segment[1:].isdigit():
             rest = segments[index + 1:]
-            if resource_type != "raw" and "." in rest[-1]:
+            if (resource_type or types[0]) != "raw" and "." in rest[-1]:
                 rest[-1] = rest[-1].rpartition(".")[0]
             found = "/".join(rest)
             if "%" in found:

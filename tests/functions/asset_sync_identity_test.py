@@ -164,6 +164,27 @@ def test_types_come_from_the_delivery_url(database, url, types):
     assert row["asset_id"] == f"~{types[0]}/{types[1]}/shop/chairs/oak_chair"
 
 
+@pytest.mark.parametrize(("url", "named", "expected"), [
+    ("https://res.cloudinary.com/demo/image/authenticated/s--Ai2bsbQU--/c_fill,w_400/v1714986001/shop/v2/oak.jpg",
+     None, ("~image/authenticated/shop/v2/oak", "shop/v2/oak", "image", "authenticated")),
+    ("https://res.cloudinary.com/demo/image/authenticated/s--Ai2bsbQU--/c_fill,w_400/v1714986001/shop/v2/oak.jpg",
+     "shop/v2/oak", ("~image/authenticated/shop/v2/oak", "shop/v2/oak", "image", "authenticated")),
+    ("https://res.cloudinary.com/v1/raw/upload/fl_attachment/v1714986001/docs/price%20list.pdf",
+     None, ("~raw/upload/docs/price list.pdf", "docs/price list.pdf", "raw", "upload")),
+    ("https://media.example.com/video/private/sp_hd/v1714986001/clips/oak.m3u8",
+     None, ("~video/private/clips/oak", "clips/oak", "video", "private")),
+])
+def test_an_eager_result_without_asset_id_is_named_by_its_urls(database, url, named, expected):
+    payload = {"notification_type": "eager", "batch_id": "b1", "eager": [{"transformation": "t", "secure_url": url}]}
+    if named:
+        payload["public_id"] = named
+
+    assert send(payload).status == 200
+
+    [row] = mirror(database)["assets"].values()
+    assert (row["asset_id"], row["public_id"], row["resource_type"], row["type"]) == expected
+
+
 def test_eager_rows_carry_the_public_id_and_types(database):
     """An eager result that arrives before its upload (or whose upload was missed) names the asset."""
     response = send("eager")
