@@ -472,7 +472,7 @@ class Inspector:
         headers = [("Content-Security-Policy", f"default-src 'none'; style-src 'nonce-{nonce}'; script-src "
                     f"'nonce-{nonce}'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
                     "frame-ancestors 'none'"),
-                   ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+                   ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin"),
                    ("Cache-Control", "no-store")]
         chunks = _reply(start_response, status, "text/html; charset=utf-8", page, headers)
         return [] if method == "HEAD" else chunks

@@ -317,6 +317,13 @@ def test_a_replay_without_the_page_token_or_from_elsewhere_is_refused(served, ch
     assert [entry["id"] for entry in served.store.latest()] == [1]
 
 
+def test_a_replay_from_the_inspectors_own_origin_is_accepted(served):
+    served.send()
+    token = token_of(served.page("/inspector/entries/1"))
+    status, _, _ = replay(served, 1, "hello_tag", token, {"Origin": f"http://127.0.0.1:{served.port}"})
+    assert status == 303 and served.store.get(2)["replay_of"] == 1
+
+
 def test_replay_is_post_only_and_the_token_is_per_server(served, tmp_path):
     served.send()
     assert served.request("GET", "/inspector/replay")[0] == 405
