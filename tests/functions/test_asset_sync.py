@@ -400,6 +400,20 @@ def test_a_connection_closed_between_requests_is_replaced(database):
     assert len(events(database)) == 2
 
 
+def test_tables_dropped_under_a_running_instance_are_created_again_by_the_retry(database):
+    from tests.functions.asset_sync_support import TABLES, execute
+
+    assert send("upload").status == 200
+    db.close_all()  # (SQLite: no connection of ours in the way of the drop)
+    execute(database, *(f"DROP TABLE {table}" for table in TABLES))  # the instance still thinks it migrated
+
+    response = send("rename")
+
+    assert response.status == 503 and response.body["error"] == "database_unavailable"
+    assert send("rename").status == 200  # the retry migrates again
+    assert [event["notification_type"] for event in events(database)] == ["rename"]
+
+
 def test_unreachable_database_is_503_without_the_password(tmp_path, monkeypatch, signing_secret, caplog):
     import socket
 
