@@ -85,7 +85,7 @@ def _check_base_url(url: str, what: str) -> str:
 def deployed_address(name: str, config: Mapping[str, Any]) -> Address:
     """A function's address as deploy.toml says: its own ``url``, its Netlify target, or the base URL's /api/NAME."""
     own = config.get("functions", {}).get(name, {})
-    if own.get("delivery") == POLL:
+    if own.get("delivery", config.get("defaults", {}).get("delivery", WEBHOOK)) == POLL:
         return Address(f"poll://{name}", POLL)
     netlify = config.get("netlify", {})
     target = own.get("url") or netlify.get("targets", {}).get(name)

@@ -130,6 +130,17 @@ def test_the_deployed_addresses_come_from_deploy_toml(api, capsys):
     assert f"create   all                           asset_sync           {DEPLOYED_BASE}/api/asset_sync\n" in out
 
 
+def test_deploy_tomls_default_delivery_poll_puts_every_function_on_its_channel(api, capsys, deploy_toml):
+    deploy_toml.write_text('[defaults]\ndelivery = "poll"\n[functions.hello_tag]\ndelivery = "webhook"\n'
+                           'url = "https://hello.example.net/tag"\n')
+
+    status, out, _ = run(capsys, "plan", "--deployed", "hello_tag", "eager_email")
+
+    assert status == 0
+    assert "eager                         eager_email          poll://eager_email (poll)\n" in out
+    assert "upload                        hello_tag            https://hello.example.net/tag\n" in out
+
+
 def test_a_function_deploy_toml_gives_no_address_is_one_line(api, capsys, deploy_toml):
     deploy_toml.write_text("[netlify]\n")
 
