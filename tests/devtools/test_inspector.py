@@ -393,3 +393,17 @@ def test_a_recording_failure_never_changes_the_answer(served, tmp_path, caplog):
     assert "could not record" in caplog.text
     status, _, body = served.request("GET", "/", headers={"Accept": "text/html"})
     assert status == 503 and b"cannot be read" in body
+
+
+def test_no_deployed_code_imports_the_inspector():
+    """Development tooling only: a function's handler (what Lambda and Vercel run) never loads it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pathlib\n"
+            "for handler in sorted(pathlib.Path('functions').glob('*/handler.py')):\n"
+            "    __import__(f'functions.{handler.parent.name}.handler')\n"
+            "print(sorted(name for name in sys.modules if name.startswith('devtools')))")
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                               timeout=120)
+    assert completed.stdout.strip() == "[]"
