@@ -83,6 +83,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     except ConfigError as error:
         raise cli.CliError(error.log_detail or str(error)) from None
     _configure_logging(args.log_json)
+    _observe_in_inspector()
     webhooks = {name: cli.load_webhook(name) for name in names}
     channels = {name: args.channel or name for name in names}
 
@@ -97,6 +98,18 @@ def cmd_listen(args: argparse.Namespace) -> int:
     print(f"Dead letters: {store.describe()}.  Nothing arriving? python -m shared triggers apply --poll\n",
           flush=True)
     return run(webhooks, channels=channels, once=args.once, wait_seconds=args.wait, store=store)
+
+
+def _observe_in_inspector() -> None:
+    """`serve`'s inspector (http://127.0.0.1:8888/) lists what `listen` handled too: its recorder observes."""
+    try:
+        from devtools import inspector
+
+        recorder = inspector.record_poll_message
+    except (ImportError, AttributeError):  # an inspector without that hook: listen works the same without it
+        return
+    if recorder not in OBSERVERS:
+        OBSERVERS.append(recorder)
 
 
 class _Printer:

@@ -46,11 +46,13 @@ def fake(monkeypatch, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def quiet(monkeypatch):
-    """Backoff waits recorded, not slept; the functions' log level put back after `listen` set it."""
+def quiet(monkeypatch, tmp_path):
+    """Backoff waits recorded, not slept; the inspector's store this test's own; the functions' log level put
+    back after `listen` set it."""
     waits: list[float] = []
     monkeypatch.setattr(listen, "SLEEP", waits.append)
     monkeypatch.setattr(listen, "OBSERVERS", [])
+    monkeypatch.setenv("INSPECTOR_DB", str(tmp_path / "inspector.sqlite3"))
     logger = logging.getLogger("cloudinary_webhooks")
     level = logger.level
     yield waits
@@ -86,6 +88,19 @@ def test_an_upload_reaches_hello_tag_which_tags_it_and_the_message_is_acknowledg
     assert fake.requests("receive")[0].query == {"channel": "hello_tag", "max_messages": "10", "wait_seconds": "0",
                                                 "visibility_timeout": "60"}
     assert fake.requests("ack")[0].body == {"receipt_handles": ["rh-1-1"]}
+
+
+def test_what_listen_handled_shows_in_the_inspector(fake, capsys):
+    from devtools import inspector
+
+    fake.publish("hello_tag", signed_message(upload("samples/dog"), SECRET))
+    fake.publish("hello_tag", signed_message(upload("samples/cat"), "forged"))
+
+    run_cli(capsys, "listen", "hello_tag", "--once", "--wait", "0")
+
+    entries = inspector.default_store().latest()
+    assert sorted((entry["source"], entry["public_id"], entry["status"]) for entry in entries) == [
+        ("listen", "samples/cat", 401), ("listen", "samples/dog", 200)]
 
 
 def test_channel_overrides_the_channel_of_one_function(fake, capsys):
