@@ -420,6 +420,22 @@ def test_a_quarantined_event_among_others_leaves_the_others_applied(database):
     assert [event["state"] for event in events(database)] == ["applied", "quarantined", "quarantined"]
 
 
+def test_an_event_the_database_refuses_to_record_is_500_for_a_person_not_503(database):
+    """Outside the savepoint (the event row itself) a permanent refusal cannot be quarantined: a person must act,
+    and the answer says so (500; Cloudinary still retries it, and the log says what the database refused)."""
+    assert cli(["migrate"]) == 0
+    if database.startswith("sqlite"):
+        execute(database, "CREATE TRIGGER refuse_events BEFORE INSERT ON cloudinary_events "
+                          "BEGIN SELECT RAISE(ABORT, 'no events today'); END")
+    else:
+        execute(database, "ALTER TABLE cloudinary_events ADD CONSTRAINT refuse_events CHECK (id < 0)")
+
+    response = send("upload")
+
+    assert response.status == 500 and response.body["error"] == "database_rejected", response.body
+    assert query(database, "SELECT COUNT(*) AS n FROM cloudinary_events") == [{"n": 0}]
+
+
 RETRYABLE = [
     ("sqlite", sqlite3.OperationalError("database is locked")),
     ("sqlite", sqlite3.OperationalError("disk I/O error")),
