@@ -75,6 +75,11 @@ def bundle_requirements(name: str) -> list[str]:
         if project in RUNTIME_PROVIDED and "==" not in requirement:
             continue
         wanted.append(requirement)
+    from devtools import deploy  # poll delivery: the dead-letter store's PostgreSQL driver too
+
+    if deploy.delivery_of(name) == "poll":
+        projects = {re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower() for requirement in wanted}
+        wanted += [extra for extra in deploy.POLL_REQUIREMENTS if extra.split("[", 1)[0] not in projects]
     return wanted
 
 

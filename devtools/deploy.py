@@ -76,6 +76,21 @@ class FunctionSpec:
         return "".join(part.capitalize() for part in self.name.split("_")) + "Function"
 
 
+def delivery_of(name: str, config: dict[str, Any] | None = None) -> str:
+    """deploy.toml's `delivery` of a function ("webhook" or "poll"), without importing the function."""
+    config = config if config is not None else load_config()
+    own = config.get("functions", {}).get(name, {})
+    delivery = str(own.get("delivery", config.get("defaults", {}).get("delivery", "webhook")))
+    if delivery not in DELIVERIES:
+        raise ValueError(f"deploy.toml: {name}'s delivery must be one of {', '.join(DELIVERIES)}, not {delivery!r}")
+    return delivery
+
+
+# What a poll function needs where it is deployed, beyond its own requirements: its dead letters go to
+# DATABASE_URL's PostgreSQL (shared/dead_letters.py).
+POLL_REQUIREMENTS = ("psycopg[binary]>=3.1,<4",)
+
+
 def function_spec(name: str, config: dict[str, Any] | None = None) -> FunctionSpec:
     """What deploy files need to know about one function: its variables (from its @webhook) and the
     settings of deploy.toml (defaults, then the function's own table)."""
@@ -90,9 +105,7 @@ def function_spec(name: str, config: dict[str, Any] | None = None) -> FunctionSp
     # Every function verifies signatures with CLOUDINARY_URL's api_secret, whether or not it calls Cloudinary.
     # A deployment also needs what the function requires only off this machine (its serverless_requires, e.g. a
     # DATABASE_URL whose local default is a file) and whatever deploy.toml adds to the function's `requires`.
-    delivery = str(own.get("delivery", defaults.get("delivery", "webhook")))
-    if delivery not in DELIVERIES:
-        raise ValueError(f"deploy.toml: {name}'s delivery must be one of {', '.join(DELIVERIES)}, not {delivery!r}")
+    delivery = delivery_of(name, config)
     poll_minutes = own.get("poll_minutes", defaults.get("poll_minutes", 1))
     if not isinstance(poll_minutes, int) or isinstance(poll_minutes, bool) or not 1 <= poll_minutes <= 60:
         raise ValueError(f"deploy.toml: {name}'s poll_minutes must be a whole number of minutes from 1 to 60")

@@ -216,8 +216,11 @@ class Store:
             connection = sqlite3.connect(self.target, timeout=self.timeout, isolation_level=None)
             connection.execute("BEGIN IMMEDIATE")
         else:
-            import psycopg
-
+            try:
+                import psycopg
+            except ImportError:
+                raise ConfigError("dead letters: DATABASE_URL is PostgreSQL but psycopg is not installed (a poll "
+                                  "function's bundle needs psycopg[binary])") from None
             try:
                 connection = psycopg.connect(self.target, autocommit=True, prepare_threshold=None,
                                              connect_timeout=max(2, int(self.timeout + 0.5)),
@@ -236,8 +239,10 @@ class Store:
             import sqlite3
 
             return (sqlite3.Error,)
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError:  # _connect says so, as a ConfigError
+            return ()
         return (psycopg.Error,)
 
 

@@ -157,3 +157,13 @@ def test_vercels_cron_request_drains_the_channel_through_the_shim(monkeypatch, t
     assert drained.status_code == 200, drained.get_data(as_text=True)
     assert drained.get_json()["acked"] == 1
     assert fake.tagged == [("Hello World!", "samples/dog")] and fake.acked == [1]
+
+
+def test_a_poll_functions_bundle_gets_the_dead_letter_stores_driver(monkeypatch):
+    from devtools import bundle
+
+    assert not any(r.startswith("psycopg") for r in bundle.bundle_requirements("hello_tag"))
+    monkeypatch.setattr(deploy, "load_config", lambda: POLL)
+
+    assert bundle.bundle_requirements("hello_tag") == ["cloudinary>=1.46,<2", *deploy.POLL_REQUIREMENTS]
+    assert deploy.POLL_REQUIREMENTS[0] in (ROOT / "requirements.txt").read_text()  # the version the tests use

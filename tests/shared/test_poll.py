@@ -676,3 +676,17 @@ def test_a_store_that_cannot_be_reached_is_unavailable_without_its_password(fake
         letters.letters()
 
     assert "s3cret-pw" not in str(raised.value)
+
+
+def test_postgresql_without_its_driver_is_a_configuration_error_and_the_message_stays(fake, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # a bundle built without psycopg
+    monkeypatch.setenv("DATABASE_URL", "postgresql://user:pw@127.0.0.1:5432/db")
+    fake.publish("recorder", signed_message(upload("samples/dog"), "forged"))
+    outcomes: list[poll.Outcome] = []
+
+    counts = drain(on_outcome=outcomes.append).run()
+
+    assert counts["kept"] == 1 and fake.requests("ack") == []
+    assert "psycopg is not installed" in outcomes[0].note
