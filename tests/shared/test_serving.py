@@ -246,6 +246,7 @@ def test_the_log_formatter_keeps_a_record_on_one_line_and_a_traceback_readable()
 def test_serve_prints_nothing_raw_from_a_request_or_a_payload(tmp_path):
     """`serve --log-json` in a fresh interpreter: the request lines and the functions' JSON log lines."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+           "INSPECTOR_DB": str(tmp_path / "inspector.sqlite3"),  # never the project's .local/
            "CLOUDINARY_URL": f"cloudinary://614335564976464:{SECRET}@demo-cloud", "DRY_RUN": "1"}
     server = subprocess.Popen([sys.executable, "-m", "shared", "serve", "--port", "0", "--log-json"], cwd=ROOT,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
