@@ -34,7 +34,7 @@ from shared.errors import ConfigError
 
 TYPE_CHECKING = False  # no `typing` import at run time (cold start)
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
     from typing import Any
 
 DEFAULT_SQLITE_PATH = os.path.join(".local", "dead-letters.sqlite3")  # relative to the working folder
@@ -295,13 +295,3 @@ def _redact(text: str, url: str) -> str:
         text = text.replace(password, "***").replace(unquote(password), "***")
     return re.sub(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)[:300]
 
-
-def iter_replayable(store: Store, ids: list[int] | None) -> Iterator[DeadLetter]:
-    """The letters named by ``ids`` (all of them when None), oldest first; unknown ids are skipped."""
-    if ids is None:
-        yield from store.letters()
-        return
-    for letter_id in ids:
-        letter = store.get(letter_id)
-        if letter is not None:
-            yield letter

@@ -265,7 +265,7 @@ def _describe(body: bytes) -> tuple[str | None, str | None]:
 
 class Backoff:
     """Exponential waits between retries of a transient failure: 1, 2, 4, ... up to 60 s (10 s at least after
-    a rate limit). ``sleep(seconds)`` returns True when it was interrupted (stop requested)."""
+    a rate limit); ``sleep(seconds)`` does the waiting (a stop event's ``wait`` ends it early)."""
 
     def __init__(self, sleep: Callable[[float], Any]) -> None:
         self.sleep = sleep
@@ -293,7 +293,7 @@ class Drain:
     api                 a ``NotificationsAPI`` (or a stand-in with ``receive`` and ``ack``)
     store               the dead-letter ``Store``, or a callable returning it (opened when first needed)
     once                stop after the first poll that comes back empty
-    deadline            ``time.monotonic()`` value after which no message is started and no poll made
+    deadline            a ``clock()`` value after which no message is started and no poll made (None: none)
     stop                a ``threading.Event``: when set, the message in hand finishes, nothing more is taken
     sleep               how to wait between retries (default: ``stop.wait``, so a stop interrupts it)
     max_failures        give up (PermanentPollError) after this many transient failures in a row (None: never)
@@ -302,6 +302,7 @@ class Drain:
                         built from). For observers such as the local inspector.
     on_outcome          ``on_outcome(outcome)`` with the ``Outcome`` (the line `listen` prints)
     on_retry            ``on_retry(error, seconds)`` before each backoff wait
+    clock               ``time.monotonic`` (claims and the deadline are measured with it)
     """
 
     def __init__(self, webhook: Webhook, *, channel: str | None = None, api: Any = None,
