@@ -57,6 +57,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
     # the local idempotency store of each test is its own, never the repository's .local/
     idempotency.reset()
     monkeypatch.setattr(idempotency, "DEFAULT_SQLITE_PATH", str(tmp_path / "idempotency.sqlite3"))
+    monkeypatch.setenv("INSPECTOR_DB", str(tmp_path / "inspector.sqlite3"))  # and its own inspector store
     yield monkeypatch
     idempotency.reset()
 
