@@ -37,7 +37,7 @@ from tests.functions.asset_sync_support import (
 )
 from tests.helpers import ROOT, SECRET, function_url_event, sample, signed_request
 
-# The samples of one asset's story, one per type that changes it (asset_sync_types_test.py covers the others).
+# The samples of one asset's story, one per type that changes it (test_asset_sync_types.py covers the others).
 SAMPLES = sorted(["upload", "eager", "info", "moderation", "multi", "rename", "explode", "create_folder", "move",
                   "resource_tags_changed", "resource_context_changed", "resource_metadata_changed",
                   "resource_display_name_changed", "access_control_changed", "related_assets",
@@ -315,7 +315,7 @@ def test_an_asset_named_only_by_public_id_is_found_by_it(database):
 
 
 def test_an_unknown_asset_named_only_by_public_id_gets_a_row_of_its_own(database):
-    """Item 15 of issue 12: it was "unmatched", with no row (asset_sync_identity_test.py has the rest)."""
+    """Item 15 of issue 12: it was "unmatched", with no row (test_asset_sync_identity.py has the rest)."""
     payload = load("moderation")
     del payload["asset_id"]
 
