@@ -62,7 +62,7 @@ def assert_explicit_request(request, public_id: str, eager: str, delivery_type: 
 # --- the happy paths: one explicit call per new upload ---------------------------------------------------
 
 CLASSIFIED = [
-    ("upload_large", "campaigns/fw24/runway_full_show", "large", STREAMING, "bytes 2483027968 >= 100000000"),
+    ("upload", "campaigns/fw24/runway_full_show", "large", STREAMING, "bytes 2483027968 >= 100000000"),
     ("upload_long", "interviews/designer_talk", "large", STREAMING, "duration 283.44 s >= 60 s"),
     ("upload_small", "products/bags/tote_360", "small", WEB_MP4,
      "bytes 8412673 < 100000000, duration 14.014 s < 60 s"),
@@ -127,7 +127,7 @@ def test_a_size_set_to_none_is_left_alone(cloudinary_server, monkeypatch):
 
 def test_a_retry_or_replay_of_the_same_notification_costs_no_call(cloudinary_server):
     expect_explicit(cloudinary_server)
-    body = sample("video_preprocess", "upload_large")
+    body = sample("video_preprocess", "upload")
 
     first = send(body)
     replay = send(body)  # the same signed request again (a lost answer's retry, or someone replaying it)
@@ -160,7 +160,7 @@ def test_uploads_that_carried_eager_transformations_are_left_alone(cloudinary_se
 def test_a_failed_call_leaves_nothing_recorded_and_the_retry_queues_it(cloudinary_server):
     expect_explicit(cloudinary_server, status=502)
     expect_explicit(cloudinary_server)
-    body = sample("video_preprocess", "upload_large")
+    body = sample("video_preprocess", "upload")
 
     failed = send(body)
     retry = send(body)
@@ -181,7 +181,7 @@ def test_the_same_notification_arriving_while_it_is_being_queued_is_503(cloudina
         return Response(json.dumps({"batch_id": "slow"}), content_type="application/json")
 
     cloudinary_server.expect_oneshot_request(EXPLICIT, method="POST").respond_with_handler(slow)
-    body = sample("video_preprocess", "upload_large")
+    body = sample("video_preprocess", "upload")
     first: list[Any] = []
     worker = threading.Thread(target=lambda: first.append(send(body)))
     worker.start()
@@ -201,7 +201,7 @@ def test_no_idempotency_store_on_a_serverless_platform_is_500_before_any_call(cl
                                                                               caplog):
     monkeypatch.setenv("VERCEL", "1")
 
-    response = send(sample("video_preprocess", "upload_large"))
+    response = send(sample("video_preprocess", "upload"))
 
     assert response.status == 500 and response.body["error"] == "not_configured"
     assert "IDEMPOTENCY_TABLE" in caplog.text and cloudinary_server.log == []
@@ -250,7 +250,7 @@ def test_a_video_deleted_before_preprocessing_is_ignored(cloudinary_server):
 # --- refused and ignored: no outbound call at all -------------------------------------------------------
 
 def test_bad_signature_is_401_with_no_outbound_call(cloudinary_server):
-    response = send(sample("video_preprocess", "upload_large"), secret="not-the-secret")
+    response = send(sample("video_preprocess", "upload"), secret="not-the-secret")
 
     assert response.status == 401 and response.body["error"] == "signature_mismatch"
     assert cloudinary_server.log == []
@@ -308,7 +308,7 @@ def test_missing_cloudinary_url_is_500(signing_secret):
 
 def test_dry_run_reports_writes_nothing_and_records_nothing(cloudinary_server, monkeypatch):
     monkeypatch.setenv("DRY_RUN", "1")
-    body = sample("video_preprocess", "upload_large")
+    body = sample("video_preprocess", "upload")
 
     planned = send(body)
     monkeypatch.setenv("DRY_RUN", "0")
