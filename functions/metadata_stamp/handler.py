@@ -70,15 +70,7 @@ def handle(notification: Notification, ctx: Context) -> Result:
     stamped, gone = 0, 0
     for (resource_type, delivery_type), group in groups_of(changes).items():
         for chunk in chunks([changed.asset.public_id for changed in group]):
-            try:
-                updated = ctx.act("update_metadata",
-                                  lambda chunk=chunk, resource_type=resource_type, delivery_type=delivery_type:
-                                  write_stamp(policy.field, stamp, chunk, resource_type, delivery_type, calls),
-                                  resource_type=resource_type, type=delivery_type, public_ids=chunk,
-                                  field=policy.field, value=stamp)
-            except cloudinary_api.AssetNotFound:  # none of them exists any more: the others may
-                updated = []
-            done = len(chunk) if updated is None else len(set(updated) & set(chunk))  # None: a dry run
+            done = stamp_assets(ctx, policy.field, stamp, chunk, resource_type, delivery_type, calls)
             stamped, gone = stamped + done, gone + len(chunk) - done
     ctx.note(admin_calls=calls["admin"], upload_calls=calls["upload"])
     if not stamped:
@@ -127,10 +119,18 @@ def read_stamps(field: str, public_ids: list[str], resource_type: str, delivery_
     return current
 
 
-def write_stamp(field: str, stamp: str, public_ids: list[str], resource_type: str, delivery_type: str,
-                calls: dict[str, int]) -> list[str]:
-    """Upload API metadata (not rate-limited): the stamp on up to 100 assets, every other field untouched.
-    The public IDs Cloudinary updated."""
-    calls["upload"] += 1
-    return cloudinary_api.update_metadata({field: stamp}, public_ids, resource_type=resource_type,
-                                          delivery_type=delivery_type)
+def stamp_assets(ctx: Context, field: str, stamp: str, public_ids: list[str], resource_type: str,
+                 delivery_type: str, calls: dict[str, int]) -> int:
+    """Upload API metadata (not rate-limited): the stamp on up to 100 assets of one resource_type/type, every
+    other field untouched. How many Cloudinary updated (all of them in a dry run); the others are gone."""
+    def write() -> list[str]:
+        calls["upload"] += 1
+        return cloudinary_api.update_metadata({field: stamp}, public_ids, resource_type=resource_type,
+                                              delivery_type=delivery_type)
+
+    try:
+        updated = ctx.act("update_metadata", write, resource_type=resource_type, type=delivery_type,
+                          public_ids=public_ids, field=field, value=stamp)
+    except cloudinary_api.AssetNotFound:  # none of them exists any more (the other groups may)
+        return 0
+    return len(public_ids) if updated is None else len(set(updated) & set(public_ids))
