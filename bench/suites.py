@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ["tests/robustness", "tests/faults", "tests/load"]
-MARKERS = ("test_faults", "bad input", "hostile", "cross-check", "hypothesis", "dry-run")
+MARKERS = ("test_faults", "bad input", "hostile", "real writes", "cross-check", "hypothesis", "dry-run")
 
 
 def measure() -> tuple[list[str], str]:
