@@ -7,6 +7,9 @@
     bundle        dist/NAME.zip for AWS Lambda (devtools.bundle)
     deploy-files  template.yaml, netlify.toml, api/NAME.py from deploy/deploy.toml (devtools.deploy)
     run           a function's own commands (`run asset_sync status`)
+    triggers      the account's notification triggers as code: plan, apply, test (devtools.triggers)
+    listen        drain each function's poll channel through the webhook code path (devtools.listen)
+    dead-letters  list, replay or drop what listen could not deliver
 
 The commands speak to a person at a terminal: an error is one line on stderr and exit status 2, never a
 traceback (``CliError``), and whatever a request, an answer or a payload carries is printed escaped
