@@ -196,6 +196,14 @@ def decode_signed_payload(signed_payload: Any) -> bytes | None:
         return None
 
 
+DEFAULT_POLL_MAX_AGE_SECONDS = 7 * 24 * 60 * 60
+
+
+def poll_max_age() -> int:
+    return config.parsed_once("poll_max_age", ("POLL_MAX_AGE_SECONDS",), lambda: config.integer(
+        "POLL_MAX_AGE_SECONDS", DEFAULT_POLL_MAX_AGE_SECONDS, minimum=1))
+
+
 def message_request(message: Mapping[str, Any], channel: str, body: bytes) -> Request:
     """The request a webhook POST of this message would have been: its signed bytes and signature headers."""
     pairs = [("Content-Type", "application/json")]
@@ -433,7 +441,10 @@ class Drain:
                               "message": "The message's signed_payload is missing or not base64url."}
         else:
             request = message_request(envelope, self.channel, body)
-            response = self.webhook(request, time_left=time_left)
+            # A message waits in the channel while nothing drains it (a laptop asleep, a paused schedule): its
+            # signature is checked as ever, but its age only against POLL_MAX_AGE_SECONDS. The 2-hour window
+            # guards webhook URLs against replayed captures; this message came from Cloudinary's own API.
+            response = self.webhook(request, time_left=time_left, max_age=poll_max_age())
             outcome.status, outcome.answer = response.status, dict(response.body)
         outcome.notification_type, outcome.public_id = _describe(body)
 

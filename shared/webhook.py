@@ -243,19 +243,22 @@ class Webhook:
 
     # --- the pipeline ---
 
-    def __call__(self, request: Request, *, time_left: float | None = None) -> Response:
-        """Answer one request; ``time_left``: seconds the platform still gives it (Lambda tells)."""
+    def __call__(self, request: Request, *, time_left: float | None = None,
+                 max_age: int | None = None) -> Response:
+        """Answer one request; ``time_left``: seconds the platform still gives it (Lambda tells);
+        ``max_age``: a signature age to accept beyond the configured one (only the poll loop, which fetched
+        the message itself over Cloudinary's authenticated API, passes it)."""
         started = time.perf_counter()
         try:
-            return self._handle(request, started, time_left)
+            return self._handle(request, started, time_left, max_age)
         finally:
             budget.finish()
 
-    def _handle(self, request: Request, started: float, time_left: float | None) -> Response:
+    def _handle(self, request: Request, started: float, time_left: float | None, max_age: int | None) -> Response:
         notification: Notification | None = None
         context: Context | None = None
         try:
-            notification = self._accept(request)
+            notification = self._accept(request, max_age)
             seconds = config.parsed_once("budget", ("WEBHOOK_TIME_BUDGET_SECONDS",), lambda: config.number(
                 "WEBHOOK_TIME_BUDGET_SECONDS", budget.DEFAULT_BUDGET_SECONDS))
             budget.start(seconds if time_left is None else min(seconds, time_left))
@@ -280,7 +283,7 @@ class Webhook:
             return self._finish(Response(500, body), notification, context, "error", started,
                                 exc_info=True)
 
-    def _accept(self, request: Request) -> Notification:
+    def _accept(self, request: Request, wider_max_age: int | None = None) -> Notification:
         """Everything before the function runs: method, size, type, signature, JSON."""
         if request.method != "POST":
             raise MethodNotAllowed(request.method)
@@ -291,6 +294,8 @@ class Webhook:
             raise UnsupportedMediaType("Cloudinary notifications are application/json.")
 
         secrets, max_age, max_future = config.parsed_once("signature", _SIGNATURE_SETTINGS, _signature_settings)
+        if wider_max_age is not None:
+            max_age = max(max_age, wider_max_age)
         try:
             verify.verify_headers(request.body, request.headers, secrets, now=self.clock(),
                                   max_age=max_age, max_future=max_future)

@@ -195,7 +195,8 @@ def test_a_tampered_signed_payload_is_401_stored_as_a_dead_letter_then_acknowled
 @pytest.mark.parametrize(("make", "status", "error"), [
     (lambda: signed_message(None, SECRET, raw=b"not json at all"), 400, "invalid_json"),
     (lambda: signed_message(None, SECRET, raw=b'{"public_id": "x"}'), 400, "missing_field"),
-    (lambda: signed_message(upload("old"), SECRET, timestamp=int(time.time()) - 3 * 3600), 401, "stale_timestamp"),
+    (lambda: signed_message(upload("old"), SECRET, timestamp=int(time.time()) - 8 * 24 * 3600), 401,
+     "stale_timestamp"),
     (lambda: {**signed_message(upload("x"), SECRET), "signature": None}, 401, "missing_signature"),
     (lambda: {**signed_message(upload("x"), SECRET), "signed_payload": "%%%not-base64%%%"}, 400,
      "malformed_message"),
@@ -242,6 +243,29 @@ def test_503_is_not_acknowledged_and_comes_back_after_the_visibility_timeout(fak
     assert fake.requests("ack")[0].body == {"receipt_handles": ["rh-1-2"]}  # the redelivery's own handle
     assert recorder.public_ids == ["samples/dog", "samples/dog"] and not fake.pending()
     assert store().letters() == []
+
+
+@pytest.mark.parametrize("hours", [3, 30, 6 * 24])
+def test_a_message_that_waited_longer_than_the_webhook_window_is_still_handled(fake, hours):
+    # Nothing drained the channel for a while (a laptop asleep): the signature is checked as ever, the age
+    # against POLL_MAX_AGE_SECONDS (7 days), not the 2 hours that guard a public URL against replays.
+    fake.publish("recorder", signed_message(upload("samples/late"), SECRET, timestamp=int(time.time()) - hours * 3600))
+
+    counts = drain().run()
+
+    assert counts["acked"] == 1 and counts["dead_letters"] == 0
+    assert recorder.bodies and b"samples/late" in recorder.bodies[-1]
+
+
+def test_the_poll_window_is_configurable_and_never_reaches_webhook_deliveries(fake, monkeypatch):
+    monkeypatch.setenv("POLL_MAX_AGE_SECONDS", "3600")
+    fake.publish("recorder", signed_message(upload("samples/late"), SECRET, timestamp=int(time.time()) - 3 * 3600))
+    assert drain().run()["dead_letters"] == 1  # older than the hour allowed
+    # The same old signature POSTed to the function is refused: the wider window is the poll loop's alone.
+    from tests.helpers import signed_request
+
+    old = signed_request(upload("samples/late"), secret=SECRET, timestamp=int(time.time()) - 3 * 3600)
+    assert handle(old).status == 401
 
 
 def test_a_dead_letter_store_that_does_not_answer_leaves_the_message_unacknowledged(fake):
