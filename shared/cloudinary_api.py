@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType, SimpleNamespace
 
-from shared import budget, config
+from shared import budget, coldstart, config
 from shared.errors import AssetGone, DependencyRejected, DependencyUnavailable
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
@@ -63,6 +64,10 @@ def timeout(what: str = "cloudinary") -> float:
 def sdk() -> SimpleNamespace:
     """The configured SDK: ``.uploader`` (Upload API), ``.api`` (Admin API), ``.cloudinary``."""
     global _configured_from
+    if "cloudinary.uploader" not in sys.modules or "cloudinary.api" not in sys.modules:
+        with coldstart.lasting():  # a cold start: the SDK's ~20,000 objects are built once, for good
+            import cloudinary.api
+            import cloudinary.uploader
     import cloudinary
     import cloudinary.api
     import cloudinary.uploader

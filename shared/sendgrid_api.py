@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from shared import budget, config
+from shared import budget, coldstart, config
 from shared.errors import DependencyRejected, DependencyUnavailable
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
@@ -44,10 +44,11 @@ def send_email(settings: config.Settings, *, recipients: list[str], subject: str
 def post(settings: config.Settings, path: str, body: dict[str, Any]) -> int:
     """POST ``body`` to SendGrid's v3 API at ``path``; the status code. Errors become the statuses of
     DESIGN.md §4: 429 and 5xx, timeouts and resets 503 (a retry sends it); 400/401/403 500 (it cannot)."""
-    import urllib.error
+    with coldstart.lasting():  # a cold start: the HTTP client's modules are built once, for good
+        import urllib.error
 
-    from python_http_client import Client
-    from python_http_client import exceptions as http_errors
+        from python_http_client import Client
+        from python_http_client import exceptions as http_errors
 
     client = Client(host=settings.get("SENDGRID_API_HOST") or DEFAULT_HOST, version=3,
                     request_headers={"Authorization": f"Bearer {settings.require('SENDGRID_API_KEY')}",

@@ -1,9 +1,10 @@
 """Amazon Rekognition for face_tagging: one client per warm container, bounded timeouts and retries, and
 its errors turned into the statuses of DESIGN.md §4.
 
-boto3 is imported here at first use only: a request rejected for its signature, or one this function
-ignores, never loads it. The client is cached per (region, endpoint, timeout, attempts), so a warm
-container reuses its connections and a test (or a changed setting) gets a client of its own.
+botocore (boto3's client layer, without boto3's resources) is imported here at first use only: a request
+rejected for its signature, or one this function ignores, never loads it. The client is cached per (region,
+endpoint, timeout, attempts), so a warm container reuses its connections and a test (or a changed setting)
+gets a client of its own. A cold recognition builds it in a background thread while the image is fetched.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared import config
+from shared import coldstart, config
 from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
 
 from . import names
@@ -22,6 +23,7 @@ TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
     from typing import Any
 
+SERVICE = "rekognition"
 DEFAULT_TIMEOUT_SECONDS = 4.0  # one Rekognition call; a whole request must stay well under 20 s
 DEFAULT_MAX_ATTEMPTS = 2  # one retry: botocore backs off before it, so more would not fit the budget
 LIST_PAGE_SIZE = 4096  # ListFaces' and DeleteFaces' maximum
@@ -107,15 +109,28 @@ def _client_settings() -> tuple[str, str | None, float, int]:
 
 
 def _create(region: str, endpoint: str | None, timeout: float, attempts: int) -> Any:
-    import boto3
-    from botocore.config import Config
+    """A botocore client (what boto3's ``client()`` returns), created without importing boto3: boto3 adds its
+    resource layer and s3transfer (tens of milliseconds and ~17 MiB at a cold start) that a client never uses."""
+    with coldstart.lasting():  # botocore's ~40,000 objects: built once per container, never garbage
+        import botocore.session
+        from botocore.config import Config
+        from botocore.loaders import Loader
 
-    return boto3.session.Session().client(
-        "rekognition", region_name=region, endpoint_url=endpoint,
-        config=Config(connect_timeout=min(timeout, 3.0), read_timeout=timeout,
-                      retries={"mode": "standard", "total_max_attempts": attempts},
-                      max_pool_connections=16),  # concurrent searches share the pool
-    )
+        class OneServiceLoader(Loader):
+            """botocore's data loader, told that the service exists: otherwise it checks by listing every
+            service's folder of its data (~3,000 stat calls, a third of a client's creation time)."""
+
+            def list_available_services(self, type_name: str) -> list[str]:
+                return [SERVICE]
+
+        session = botocore.session.Session()
+        session.register_component("data_loader", OneServiceLoader())
+        return session.create_client(
+            SERVICE, region_name=region, endpoint_url=endpoint,
+            config=Config(connect_timeout=min(timeout, 3.0), read_timeout=timeout,
+                          retries={"mode": "standard", "total_max_attempts": attempts},
+                          max_pool_connections=16),  # concurrent searches share the pool
+        )
 
 
 @contextmanager

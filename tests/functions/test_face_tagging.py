@@ -282,6 +282,37 @@ def test_only_the_largest_faces_up_to_face_max_faces_are_searched(configured, mo
     assert {params["FaceMatchThreshold"] for params in rek.params("SearchFacesByImage")} == {92.5}
 
 
+def test_a_photo_stored_sideways_is_cropped_upright_as_its_exif_orientation_says(configured):
+    # Rekognition reads the EXIF orientation and answers boxes of the upright image: the crop is of that one.
+    server, rek, cdn = configured
+    upright = Image.open(io.BytesIO(photo([RED], size=(HEIGHT, WIDTH))))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter to the left: shown after turning it a quarter to the right
+    sideways = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, format="JPEG", quality=95, exif=exif.tobytes())
+    serve_photo(cdn, sideways.getvalue())
+    rek.on("DetectFaces", {"FaceDetails": [face_detail(RED)]})
+    rek.on("SearchFacesByImage", search_by_colour({RED: [match(JOSE_ID, 99.0)]}))
+    server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_json(
+        {"public_ids": ["events/offsite-2024/team-dinner"]})
+
+    response = handle(signed_request(sample("face_tagging", "upload")))
+
+    assert response.status == 200 and response.body["tags"] == [f"face:{JOSE}"]
+    crop = Image.open(io.BytesIO(image_bytes(rek.params("SearchFacesByImage")[0])))
+    assert crop.height > crop.width  # RED's box is taller than wide in the upright photo
+
+
+def test_an_image_larger_than_asked_for_is_not_decoded(configured):
+    _server, rek, cdn = configured
+    serve_photo(cdn, photo([RED], size=(1601, 900)))
+
+    response = handle(signed_request(sample("face_tagging", "upload")))
+
+    assert response.status == 200 and "over 1600 px a side" in response.body["reason"]
+    assert rek.calls == []
+
+
 def test_a_match_that_is_not_one_of_ours_is_skipped_for_the_next_one(configured):
     server, rek, cdn = configured
     serve_photo(cdn, photo([RED]))
