@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = sorted(path.parent.name for path in (ROOT / "functions").glob("*/handler.py"))
-HEAVY_MODULES = ("cloudinary", "sendgrid", "python_http_client", "boto3", "botocore", "requests", "psycopg",
+HEAVY_MODULES = ("cloudinary", "python_http_client", "boto3", "botocore", "requests", "psycopg",
                  "urllib3", "PIL", "slack_sdk")
 
 # Runs in the fresh interpreter: import the function, send it a badly signed Function URL event and a

@@ -103,7 +103,7 @@ def test_bytecode_is_used_as_shipped_from_the_read_only_folder(lambda_py, task_r
     root = task_roots["face_tagging"]
     result = subprocess.run(
         [str(lambda_py.executable), "-v", "-c",
-         "import functions.face_tagging.handler, functions.face_tagging.images, PIL.Image, requests, cloudinary"],
+         "import functions.face_tagging.handler, functions.face_tagging.images, PIL.Image, urllib3, cloudinary"],
         cwd=root, capture_output=True, text=True, timeout=120, check=False,
         env={"PYTHONPATH": str(root), "HOME": str(unwritable_home), "PATH": "/usr/bin:/bin",
              "LD_LIBRARY_PATH": str(lambda_py.lib_dir)}, **harness.unprivileged())
