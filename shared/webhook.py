@@ -165,6 +165,8 @@ class Context:
 
 
 Handler = Callable[[Notification, Context], Result]
+# A function's scheduled task: (the schedule's options, seconds the invocation has left or None) -> what it did.
+Scheduled = Callable[[Mapping, "float | None"], Mapping]  # no `typing` at run time: Mapping[str, Any] in words
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -189,7 +191,7 @@ class Webhook:
 
     def __init__(self, handler: Handler, *, name: str, accepts: Iterable[str], requires: Iterable[str],
                  optional: Iterable[str], demo_values: Mapping[str, str],
-                 serverless_requires: Iterable[str] = ()) -> None:
+                 serverless_requires: Iterable[str] = (), scheduled: Mapping[str, Scheduled] | None = None) -> None:
         self.handler = handler
         self.name = name
         self.accepts = frozenset(accepts)
@@ -197,6 +199,7 @@ class Webhook:
         self.optional = tuple(optional)
         self.serverless_requires = tuple(serverless_requires)
         self.demo_values = dict(demo_values)
+        self.scheduled = dict(scheduled or {})
         self.clock: Callable[[], float] = time.time
         self.__doc__ = handler.__doc__
 
@@ -204,13 +207,17 @@ class Webhook:
 
     def lambda_handler(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
         """AWS Lambda (API Gateway v1/v2, Function URL) and Netlify-shaped entry point; an EventBridge schedule's
-        event drains the function's poll channel instead (``shared.poll``, DESIGN.md §8)."""
+        event drains the function's poll channel instead (``shared.poll``, DESIGN.md §8), and a schedule whose
+        input names one of the function's scheduled tasks (``{"reconcile": {...}}``) runs that task."""
         started = time.perf_counter()
         if isinstance(event, Mapping) and event.get("detail-type") == "Scheduled Event":
             from shared import poll  # poll delivery only: a webhook request never imports it
 
             if poll.is_scheduled_event(event):
                 return poll.lambda_drain(self, context)
+        task = self._scheduled_task(event)
+        if task is not None:
+            return self._run_scheduled(*task, context)
         try:
             request = request_from_lambda_event(event)
         except WebhookError as error:
@@ -240,6 +247,38 @@ class Webhook:
         # HEAD is answered 405 like any other method, with headers only: a server that writes whatever the
         # app returns (Vercel's) would otherwise send a body no client reads.
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else chunks
+
+    # --- scheduled tasks ---
+
+    def _scheduled_task(self, event: Any) -> tuple[str, Mapping[str, Any]] | None:
+        """(name, options) when ``event`` is a schedule's input naming one of the function's tasks: exactly one key.
+        An HTTP event (Function URL, API Gateway, Netlify) always has several, so none is ever taken for one."""
+        if not self.scheduled or not isinstance(event, Mapping) or len(event) != 1:
+            return None
+        ((name, options),) = event.items()
+        return (name, options) if name in self.scheduled and isinstance(options, Mapping) else None
+
+    def _run_scheduled(self, name: str, options: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        """Run a scheduled task within the invocation's time (less a margin to log and return) and log one line. A
+        task that fails raises: the invocation fails and shows in the function's Errors metric."""
+        started = time.perf_counter()
+        seconds = None
+        if hasattr(context, "get_remaining_time_in_millis"):
+            seconds = context.get_remaining_time_in_millis() / 1000 - SCHEDULED_MARGIN_SECONDS
+        line: dict[str, Any] = {"function": self.name, "scheduled": name}
+        try:
+            result = dict(self.scheduled[name](options, seconds))
+        except Exception as error:
+            detail = (error.log_detail or error.message) if isinstance(error, WebhookError) else type(error).__name__
+            line.update(outcome="error", error=_capped(detail, MAX_LOGGED_CHARS),
+                        ms=round((time.perf_counter() - started) * 1000, 1))
+            log.error(json.dumps(line, ensure_ascii=True, default=str), exc_info=not isinstance(error, WebhookError))
+            raise
+        for key, value in result.items():
+            line.setdefault(key, _capped(value, MAX_LOGGED_CHARS))
+        line["ms"] = round((time.perf_counter() - started) * 1000, 1)
+        log.info(json.dumps(line, ensure_ascii=True, default=str))
+        return result
 
     # --- the pipeline ---
 
@@ -411,12 +450,13 @@ def _signature_settings() -> tuple[list[str], int, int]:
 
 
 LAMBDA_MARGIN_SECONDS = 1.0  # to answer and log before Lambda's own timeout cuts the request off
+SCHEDULED_MARGIN_SECONDS = 2.0  # a scheduled task stops this long before the invocation's timeout
 ANY_TYPE = "*"  # in ``accepts``: every notification type, including ones Cloudinary adds later
 
 
 def webhook(*, accepts: Iterable[str], requires: Iterable[str] = (), optional: Iterable[str] = (),
             serverless_requires: Iterable[str] = (), demo_values: Mapping[str, str] | None = None,
-            name: str | None = None) -> Callable[[Handler], Webhook]:
+            name: str | None = None, scheduled: Mapping[str, Scheduled] | None = None) -> Callable[[Handler], Webhook]:
     """Wrap a function ``handle(notification, ctx) -> Result`` as a Cloudinary webhook.
 
     accepts      notification types the function acts on; every other valid one is answered 200 ignored
@@ -426,12 +466,14 @@ def webhook(*, accepts: Iterable[str], requires: Iterable[str] = (), optional: I
     serverless_requires  optional variables that become required on a serverless platform (AWS Lambda,
                  Vercel, Netlify), e.g. a DATABASE_URL whose local default is a file: 500 not configured there
     demo_values  stand-ins for settings in local demo mode, where missing credentials mean dry run
+    scheduled    tasks a schedule runs, by name: a Lambda invoked with ``{"<name>": {options}}`` (an EventBridge
+                 rule's input, from deploy.toml) calls ``task(options, seconds_left)`` instead of answering a request
     """
 
     def wrap(handler: Handler) -> Webhook:
         function_name = name or _function_name(handler)
         return Webhook(handler, name=function_name, accepts=accepts, requires=requires, optional=optional,
-                       serverless_requires=serverless_requires, demo_values=demo_values or {})
+                       serverless_requires=serverless_requires, demo_values=demo_values or {}, scheduled=scheduled)
 
     return wrap
 

@@ -103,7 +103,8 @@ class Outcome:
     progress: int = 0
 
 
-Planner = Callable[[str, str], Plan | None]  # (notification_type, payload text) -> plan, None if not applied
+# (notification_type, payload text, own: an event asset_sync wrote itself, unsigned) -> plan, None if not applied
+Planner = Callable[[str, str, bool], Plan | None]
 
 
 # --- URLs and connections ---------------------------------------------------------------------------
@@ -284,9 +285,10 @@ class Store:
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     @contextmanager
-    def transaction(self) -> Iterator[Store]:
+    def transaction(self, *, migrate: bool = True) -> Iterator[Store]:
         """One transaction; a database error (connect included) rolls it back and becomes a 503 when a retry
-        can fix it, else a 500 (the log says what the database refused)."""
+        can fix it, else a 500 (the log says what the database refused). ``migrate=False``: the schema is
+        neither created nor upgraded first (a dry run reads what is there)."""
         errors = self._errors()
         if self._connection is None:
             self._connection = self._take_idle()
@@ -296,7 +298,8 @@ class Store:
                 try:
                     if self._connection is None or getattr(self._connection, "closed", False):
                         self._connection = self._connect()
-                    self._ensure_schema()
+                    if migrate:
+                        self._ensure_schema()
                     self._begin()
                     break
                 except errors:
@@ -448,6 +451,76 @@ class Store:
                              (event_id,))
             return outcome
 
+    def record_batch(self, items: Sequence[tuple[Event, Plan]],
+                     then: Callable[[Store], None] | None = None) -> dict[str, int]:
+        """Events asset_sync writes itself (``reconcile``'s: one per asset) with their plans, and ``then`` (their
+        bookkeeping), in one transaction: all of it or nothing. The asset changes are applied in batches of
+        ``BATCH``, each at its own event's clock; an event already recorded changes nothing; one the database
+        refuses for good is quarantined alone, as ``record`` does. Counts: recorded, duplicates, quarantined."""
+        unique = list({event.dedupe_key: (event, plan) for event, plan in items}.values())
+        counts = {"recorded": 0, "duplicates": len(items) - len(unique), "quarantined": 0}
+        with self.transaction():
+            ids = self._insert_events([event for event, _plan in unique])
+            todo = [(ids[event.dedupe_key], event, plan) for event, plan in unique if event.dedupe_key in ids]
+            counts["duplicates"] += len(unique) - len(todo)
+            counts["recorded"] = len(todo)
+            for event_id, reason in self._apply_events(todo).items():
+                counts["quarantined"] += 1
+                self.execute("UPDATE cloudinary_events SET state = 'quarantined', progress = NULL, detail = ? "
+                             "WHERE id = ?", (reason, event_id))
+            if then is not None:
+                then(self)
+        return counts
+
+    def _insert_events(self, events: Sequence[Event]) -> dict[str, int]:
+        """Insert the events not recorded yet, a batch per statement; their ids by dedupe key."""
+        ids: dict[str, int] = {}
+        for start in range(0, len(events), BATCH):
+            chunk = events[start:start + BATCH]
+            values = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+            params = [value for event in chunk for value in (
+                event.dedupe_key, event.notification_type, storage_key(event.asset_id) if event.asset_id else None,
+                event.event_clock, event.received_at, event.payload, event.signature_timestamp, event.signature)]
+            for row in self.execute(
+                    "INSERT INTO cloudinary_events (dedupe_key, notification_type, asset_id, event_clock, "  # noqa: S608
+                    f"received_at, payload, signature_timestamp, signature) VALUES {values} "
+                    "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key", params).fetchall():
+                ids[row["dedupe_key"]] = row["id"]
+        return ids
+
+    def _apply_events(self, todo: Sequence[tuple[int, Event, Plan]]) -> dict[int, str]:
+        """Apply the plans of new events under one savepoint, their asset changes in batches; only when the database
+        refuses something for good does each event get a savepoint of its own. The reasons by event id."""
+        if not todo:
+            return {}
+        self.execute("SAVEPOINT events")
+        failures: dict[int, str] = {}
+        try:
+            for _event_id, event, plan in todo:
+                for change in plan.folders:
+                    self._apply_folder(change, event.event_clock)
+            pairs = sorted(((change, event.event_clock) for _event_id, event, plan in todo for change in plan.assets),
+                           key=lambda pair: (pair[0].ref.asset_id or "", pair[0].ref.public_id or ""))
+            for start in range(0, len(pairs), BATCH):
+                chunk = pairs[start:start + BATCH]
+                self._apply_batch([change for change, _clock in chunk], [clock for _change, clock in chunk])
+        except Exception as error:
+            if self._retryable(error) or self._missing_table(error):
+                raise
+            self.execute("ROLLBACK TO SAVEPOINT events")
+            for event_id, event, plan in todo:
+                self.execute("SAVEPOINT one")
+                try:
+                    self.apply(plan, event.event_clock)
+                except Exception as refused:
+                    if self._retryable(refused) or self._missing_table(refused):
+                        raise
+                    self.execute("ROLLBACK TO SAVEPOINT one")
+                    failures[event_id] = _reason(refused, self.url)
+                self.execute("RELEASE SAVEPOINT one")
+        self.execute("RELEASE SAVEPOINT events")
+        return failures
+
     def apply(self, plan: Plan, event_clock: str, *, start: int = 0, deadline: float | None = None) -> Outcome:
         """Apply ``plan`` stated at ``event_clock`` (inside a transaction), from its ``start``-th asset, in
         batches; stop between two batches when the next one would end after ``deadline``."""
@@ -473,7 +546,9 @@ class Store:
         outcome.progress = position
         return outcome
 
-    def _apply_batch(self, batch: list[AssetChange], event_clock: str) -> None:
+    def _apply_batch(self, batch: list[AssetChange], event_clock: str | Sequence[str]) -> None:
+        """Apply ``batch``, each change at ``event_clock`` (one clock, or one per change)."""
+        clocks = [event_clock] * len(batch) if isinstance(event_clock, str) else list(event_clock)
         keys = self._resolve(batch)
         # Rows known only by public ID that these changes name with an asset_id: merged into the asset's row.
         named = sorted({change.ref.public_id for change in batch if change.ref.asset_id and change.ref.public_id})
@@ -485,8 +560,8 @@ class Store:
             states.update(self._insert_rows(missing))
         before = dict(states)
         absorbed = self._absorb([row for row in rows if row["asset_id"] not in states], batch, keys, states)
-        for key, change in zip(keys, batch, strict=True):
-            states[key] = merge(states[key], change, event_clock)
+        for key, change, clock in zip(keys, batch, clocks, strict=True):
+            states[key] = merge(states[key], change, clock)
         self._write_rows([(key, state) for key, state in states.items() if state != before.get(key)
                           or key in missing])
         if absorbed:
@@ -639,7 +714,7 @@ class Store:
                 self.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
             last_id = 0
             while True:  # in pages: a log of millions of events need not fit in memory
-                rows = self.execute("SELECT id, notification_type, event_clock, payload, state FROM "
+                rows = self.execute("SELECT id, notification_type, event_clock, payload, state, signature FROM "
                                     "cloudinary_events WHERE id > ? ORDER BY id LIMIT ?",
                                     (last_id, REPLAY_PAGE)).fetchall()
                 if not rows:
@@ -649,7 +724,7 @@ class Store:
                 for row in rows:
                     counts["events"] += 1
                     try:
-                        plan = planner(row["notification_type"], row["payload"])
+                        plan = planner(row["notification_type"], row["payload"], row["signature"] is None)
                     except (BadRequest, ValueError, RecursionError):
                         plan = None  # a payload this version cannot read
                     if plan is None:
@@ -742,6 +817,157 @@ class Store:
                 {"id": row["id"], "notification_type": row["notification_type"], "dedupe_key": row["dedupe_key"],
                  "received_at": _time_text(row["received_at"]), "reason": row["detail"]} for row in quarantined],
         }
+
+    # --- reconcile (reconcile.py): the mirror as the Search API sees it, and where a pass continues ---
+
+    def has_table(self, table: str) -> bool:
+        """Whether ``table`` exists, creating nothing (not even a SQLite file): a dry run reads what is there."""
+        if self.dialect == "sqlite" and not Path(self._target).exists():
+            return False
+        with self.transaction(migrate=False):
+            if self.dialect == "sqlite":
+                found = self.execute("SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                     (table,)).fetchone()
+                return found is not None
+            return bool(self.execute("SELECT to_regclass(?) IS NOT NULL AS found", (table,)).fetchone()["found"])
+
+    def asset_rows(self, keys: Sequence[str], *, migrate: bool = True) -> dict[str, dict[str, Any]]:
+        """The mirror rows of ``keys`` (plain values, ``sync_state`` decoded) by key: one statement per ``BATCH``."""
+        found: dict[str, dict[str, Any]] = {}
+        with self.transaction(migrate=migrate):
+            for start in range(0, len(keys), BATCH):
+                where, params = self._in("asset_id", list(keys[start:start + BATCH]))
+                for row in self.execute(f"SELECT * FROM cloudinary_assets WHERE {where}", params).fetchall():  # noqa: S608
+                    found[row["asset_id"]] = _plain(row)
+        return found
+
+    def unseen_assets(self, *, before: str, after: str = "", pass_id: int | None = None, limit: int = BATCH,
+                      migrate: bool = True) -> list[dict[str, Any]]:
+        """Rows a search over every asset should have returned, ``limit`` of them keyed after ``after``: live, known
+        by asset_id, of a delivery type the Search API returns (``SEARCHED_TYPES``), last changed by a notification
+        before ``before`` (ISO UTC); with ``pass_id``, only those that pass did not see."""
+        types, params = self._in("a.type", list(SEARCHED_TYPES))
+        params += [before, after]
+        unseen = ""
+        if pass_id is not None:
+            unseen = ("AND NOT EXISTS (SELECT 1 FROM cloudinary_reconcile_seen s WHERE s.pass_id = ? "
+                      "AND s.asset_id = a.asset_id) ")
+            params.append(pass_id)
+        with self.transaction(migrate=migrate):
+            rows = self.execute(
+                "SELECT a.asset_id, a.public_id, a.resource_type, a.type, a.last_notification_at "  # noqa: S608
+                f"FROM cloudinary_assets a WHERE NOT a.deleted AND a.asset_id NOT LIKE '{PROVISIONAL}%' AND {types} "
+                f"AND a.last_notification_at < ? AND a.asset_id > ? {unseen}ORDER BY a.asset_id LIMIT ?",
+                (*params, limit)).fetchall()
+        return [_plain(row) for row in rows]
+
+    def live_assets(self, *, migrate: bool = True) -> int:
+        """How many rows are live and known by asset_id (the measure of a search that misses too much)."""
+        with self.transaction(migrate=migrate):
+            return self.execute("SELECT COUNT(*) AS n FROM cloudinary_assets WHERE NOT deleted "  # noqa: S608
+                                f"AND asset_id NOT LIKE '{PROVISIONAL}%'").fetchone()["n"] or 0
+
+    def reconcile_passes(self, *, expression: str | None = None, unfinished: bool = False,
+                         migrate: bool = True) -> list[dict[str, Any]]:
+        """Reconcile passes, newest first: of ``expression`` only, or unfinished only, when asked."""
+        conditions, params = [], []
+        if expression is not None:
+            conditions.append("expression = ?")
+            params.append(expression)
+        if unfinished:
+            conditions.append("finished_at IS NULL")
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        with self.transaction(migrate=migrate):
+            rows = self.execute(f"SELECT * FROM cloudinary_reconcile {where}ORDER BY id DESC", params).fetchall()  # noqa: S608
+        return [_pass(row) for row in rows]
+
+    def start_pass(self, expression: str, every_asset: bool, cursor: str | None, *, now: str,
+                   lease_until: str) -> dict[str, Any]:
+        """A new pass of ``expression``, leased until ``lease_until``; an unfinished pass of the same expression is
+        abandoned (its seen assets forgotten), unless a run holds it (``PassBusy``)."""
+        with self.transaction():
+            lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+            for old in self.execute("SELECT id, lease_until FROM cloudinary_reconcile WHERE expression = ? "  # noqa: S608
+                                    f"AND finished_at IS NULL{lock}", (expression,)).fetchall():
+                held = _time_text(old["lease_until"])
+                if held and held > now:
+                    raise PassBusy(held)
+                self.execute("UPDATE cloudinary_reconcile SET finished_at = ?, updated_at = ?, lease_until = NULL, "
+                             "stopped = 'abandoned: a new pass started' WHERE id = ?", (now, now, old["id"]))
+                self.execute("DELETE FROM cloudinary_reconcile_seen WHERE pass_id = ?", (old["id"],))
+            row = self.execute("INSERT INTO cloudinary_reconcile (expression, every_asset, started_at, updated_at, "
+                               "next_cursor, lease_until) VALUES (?, ?, ?, ?, ?, ?) RETURNING *",
+                               (expression, every_asset, now, now, cursor, lease_until)).fetchone()
+        return _pass(row)
+
+    def take_pass(self, pass_id: int, *, now: str, lease_until: str) -> dict[str, Any]:
+        """Lease an unfinished pass to continue it; ``PassBusy`` while another run holds it."""
+        with self.transaction():
+            row = self.execute("UPDATE cloudinary_reconcile SET lease_until = ?, updated_at = ?, stopped = NULL "
+                               "WHERE id = ? AND finished_at IS NULL AND (lease_until IS NULL OR lease_until <= ?) "
+                               "RETURNING *", (lease_until, now, pass_id, now)).fetchone()
+            if row is None:
+                held = self.execute("SELECT lease_until FROM cloudinary_reconcile WHERE id = ?", (pass_id,)).fetchone()
+                raise PassBusy(_time_text(held["lease_until"]) if held else None)
+        return _pass(row)
+
+    def update_pass(self, pass_id: int, *, now: str, seen: Sequence[str] = (), finished: bool = False,
+                    add: Mapping[str, int] | None = None, **values: Any) -> None:
+        """Inside a transaction (``record_batch``'s ``then``): the pass's columns ``values``, counts ``add``ed, the
+        assets it has ``seen`` remembered; ``finished``: done, its seen assets forgotten."""
+        if finished:  # a finished pass has neither a cursor nor a lease
+            values = {column: value for column, value in values.items() if column not in ("next_cursor", "lease_until")}
+        assignments = [f"{column} = ?" for column in values if column in _PASS_SET]
+        params: list[Any] = [values[column] for column in values if column in _PASS_SET]
+        for column, count in (add or {}).items():
+            if column in _PASS_COUNTS:
+                assignments.append(f"{column} = {column} + ?")
+                params.append(count)
+        if finished:
+            assignments += ["finished_at = ?", "lease_until = NULL", "next_cursor = NULL"]
+            params.append(now)
+        self.execute(f"UPDATE cloudinary_reconcile SET {', '.join([*assignments, 'updated_at = ?'])} "  # noqa: S608
+                     "WHERE id = ?", (*params, now, pass_id))
+        if seen:
+            self.executemany("INSERT INTO cloudinary_reconcile_seen (pass_id, asset_id) VALUES (?, ?) "
+                             "ON CONFLICT (pass_id, asset_id) DO NOTHING", [(pass_id, key) for key in seen])
+        if finished:
+            self.execute("DELETE FROM cloudinary_reconcile_seen WHERE pass_id = ?", (pass_id,))
+
+    def release_pass(self, pass_id: int, *, now: str, stopped: str | None, **values: Any) -> None:
+        """The run stops continuing the pass: its lease is given back, with why it stopped (and ``values``)."""
+        with self.transaction():
+            self.update_pass(pass_id, now=now, **values, stopped=stopped, lease_until=None)
+
+
+class PassBusy(Exception):
+    """Another run continues this reconcile pass; it holds it until ``lease_until`` (ISO UTC)."""
+
+    def __init__(self, lease_until: str | None) -> None:
+        super().__init__(f"another reconcile run holds this pass until {lease_until}")
+        self.lease_until = lease_until
+
+
+# The delivery types the Search API returns; rows of other types (sprites, multi, fetched...) are never judged vanished.
+SEARCHED_TYPES = ("upload", "private", "authenticated")
+_PASS_SET = frozenset({"next_cursor", "searched_all", "stopped", "lease_until", "rate_remaining", "rate_reset_at"})
+_PASS_COUNTS = frozenset({"pages", "assets", "missing", "stale", "vanished", "calls"})
+
+
+def _pass(row: Mapping[str, Any]) -> dict[str, Any]:
+    plain = dict(row)
+    for column in ("started_at", "updated_at", "finished_at", "lease_until", "rate_reset_at"):
+        plain[column] = _time_text(plain[column])
+    for column in ("every_asset", "searched_all"):
+        plain[column] = bool(plain[column])
+    return plain
+
+
+def row_of(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns a merge state projects to, as ``asset_rows`` reads them back (JSON decoded). Folder renames that
+    came after the state's folder are not applied: compare two of these, or a stated field with a row."""
+    return {column: json.loads(value) if column in JSON_COLUMNS and isinstance(value, str) else value
+            for column, value in _columns(project(state)).items()}
 
 
 def provisional_key(ref: AssetRef) -> str:

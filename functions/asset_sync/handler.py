@@ -3,9 +3,12 @@
 Trigger   a global notification URL for all types (Console > Settings > Webhook Notifications, or an
           Admin API trigger with event_type "all"); also per-call notification_url/eager_notification_url
 Env       DATABASE_URL (default sqlite:///.local/asset_sync.sqlite3; production postgresql://...);
-          ASSET_SYNC_TIME_BUDGET_SECONDS (default 10); CLOUDINARY_URL or CLOUDINARY_NOTIFICATION_SECRETS
+          ASSET_SYNC_TIME_BUDGET_SECONDS (default 10); ASSET_SYNC_DB_TIMEOUT_SECONDS (default 5);
+          CLOUDINARY_URL or CLOUDINARY_NOTIFICATION_SECRETS
 Calls     Cloudinary: none (0 Admin API, 0 Upload API): the notification is the state. Database: one
-          transaction per notification (event row + asset rows, in batches), schema migrated on first use
+          transaction per notification (event row + asset rows, in batches), schema migrated on first use.
+          A scheduled invocation ({"reconcile": {...}}, deploy.toml) runs reconcile.py instead: one Search API
+          call per 500 assets
 Responds  200 done (recorded and applied, or recorded and quarantined: see `status`) | 200 ignored (already
           recorded) | 400 malformed | 401 bad signature | 500 bad DATABASE_URL | 503 database unavailable, or
           the time budget ran out with part of a large notification applied (the retry finishes it)
@@ -50,7 +53,17 @@ UPLOAD_FIELDS = ("public_id", "resource_type", "type", "asset_folder", "display_
 
 # --- the story ------------------------------------------------------------------------------------
 
-@webhook(accepts={ANY_TYPE}, optional=("DATABASE_URL",), serverless_requires=("DATABASE_URL",))
+def reconcile_on_schedule(options: Mapping[str, Any], seconds: float | None) -> dict[str, Any]:
+    """deploy.toml's `reconcile` schedule: an EventBridge rule invokes the function with {"reconcile": {...}}.
+    Continues (or starts) a reconcile pass within the invocation's ``seconds``; see reconcile.py."""
+    from functions.asset_sync import reconcile  # only a scheduled invocation loads the search and the SDK
+
+    return reconcile.scheduled(options, seconds)
+
+
+@webhook(accepts={ANY_TYPE}, optional=("DATABASE_URL", "ASSET_SYNC_TIME_BUDGET_SECONDS",
+                                       "ASSET_SYNC_DB_TIMEOUT_SECONDS"),
+         serverless_requires=("DATABASE_URL",), scheduled={"reconcile": reconcile_on_schedule})
 def handle(notification: Notification, ctx: Context) -> Result:
     # What the notification states, per asset and folder (the appliers below): pure, no I/O. Values the
     # databases cannot hold as they are (a NUL, NaN, 1e400, JSON hundreds deep) get a stand-in in the mirror;
@@ -354,11 +367,57 @@ APPLIERS: dict[str, Callable[[Mapping[str, Any]], Plan]] = {
 }
 
 
-def plan_for(notification_type: str, payload: Mapping[str, Any], body: bytes | str | None = None) -> Plan:
-    """What a notification changes, in values both databases hold (the live request and ``replay`` alike)."""
+# --- asset_sync's own events: written by reconcile.py, never received ----------------------------
+
+# The fields a search result states about its asset (besides public_id and the types, which name it).
+SEARCHED_FIELDS = ("asset_folder", "display_name", "version", "version_id", "format", "bytes", "width", "height",
+                   "pages", "created_at")
+
+
+def on_reconcile(payload: Mapping[str, Any]) -> Plan:
+    """What `reconcile` found: the asset as Cloudinary's Search API returned it ("missing" from the mirror, or
+    "stale" there), or gone from a search over every asset ("vanished"). Stated at the event's time (the search's,
+    less the index lag), so a notification of a later change wins whenever it arrives. The search was asked for
+    ``fields`` (tags, context, metadata): one its result lacks is empty."""
+    if payload.get("reconcile") == "vanished":
+        return Plan([_named(payload, fields={"deleted": True})])
+    resource = payload.get("resource")
+    if not isinstance(resource, Mapping):
+        raise BadRequest("The reconcile event has no resource.", code="missing_field")
+    change = _identified(resource, fields={"deleted": False})
+    _copy_fields(change, resource, SEARCHED_FIELDS)
+    _set_url(change, resource)
+    asked = set(_list(payload.get("fields")))
+    if "tags" in asked or isinstance(resource.get("tags"), list):
+        change.resets["tags"] = {str(tag): True for tag in _list(resource.get("tags"))}
+    context = resource.get("context")
+    if isinstance(context, Mapping) and isinstance(context.get("custom"), Mapping):
+        context = context["custom"]  # the Admin API's shape; the Search API's is flat
+    if "context" in asked or isinstance(context, Mapping):
+        change.resets["context"] = {str(key): value for key, value in context.items()} \
+            if isinstance(context, Mapping) else {}
+    metadata = resource.get("metadata")
+    if "metadata" in asked or isinstance(metadata, Mapping):
+        change.resets["metadata"] = dict(metadata) if isinstance(metadata, Mapping) else {}
+    if "access_control" in resource:
+        change.fields["access_control"] = resource["access_control"]
+    if isinstance(resource.get("moderation_status"), str):
+        change.fields["moderation_status"] = resource["moderation_status"]
+    return Plan([change])
+
+
+# Events asset_sync writes itself (unsigned in the event log). A signed notification claiming one of these types is
+# only logged: what the mirror holds comes from Cloudinary's notifications and from asset_sync's own searches.
+OWN_APPLIERS: dict[str, Callable[[Mapping[str, Any]], Plan]] = {"reconcile": on_reconcile}
+
+
+def plan_for(notification_type: str, payload: Mapping[str, Any], body: bytes | str | None = None, *,
+             own: bool = False) -> Plan:
+    """What a notification (``own``: an event of asset_sync's own) changes, in values both databases hold (the live
+    request, ``replay`` and ``reconcile`` alike)."""
     if body is not None and storable.has_non_finite_numbers(body if isinstance(body, bytes) else body.encode()):
         payload = storable.parse_keeping_numbers(body)  # NaN, Infinity, 1e400 as the text the body has
-    plan = APPLIERS.get(notification_type, log_only)(payload)
+    plan = (OWN_APPLIERS if own else APPLIERS).get(notification_type, log_only)(payload)
     return _storable(plan)
 
 

@@ -132,9 +132,53 @@ _POSTGRESQL_2 = [
     "WHERE asset_id LIKE '~%'",
 ]
 
+# 3 (issue 15): `reconcile` passes over the Search API. One row per pass: the expression it searches, where it
+# continues (the search's next_cursor) and what it found; a run holds the pass's lease while it continues it, so two
+# runs never continue one pass at once. The assets a pass covering every asset has seen, to tell at its end which
+# mirror rows the search no longer returns (deleted while a notification was lost). Bookkeeping: not for queries.
+_RECONCILE = {
+    "sqlite": ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", "INTEGER", "0"),
+    "postgresql": ("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "TIMESTAMPTZ", "BOOLEAN", "FALSE"),
+}
+
+
+def _reconcile_tables(dialect: str) -> list[str]:
+    key, time, flag, false = _RECONCILE[dialect]
+    return [
+        f"""CREATE TABLE cloudinary_reconcile (
+        id {key},
+        expression TEXT NOT NULL,                 -- the search expression ('' = every asset)
+        every_asset {flag} NOT NULL,              -- covers every asset: what it did not return is gone
+        started_at {time} NOT NULL,
+        updated_at {time} NOT NULL,
+        finished_at {time},                       -- NULL while unfinished
+        next_cursor TEXT,                         -- where the search continues (NULL: at its first page)
+        searched_all {flag} NOT NULL DEFAULT {false},  -- its last page is done (what vanished may remain)
+        pages INTEGER NOT NULL DEFAULT 0,
+        assets INTEGER NOT NULL DEFAULT 0,
+        missing INTEGER NOT NULL DEFAULT 0,
+        stale INTEGER NOT NULL DEFAULT 0,
+        vanished INTEGER NOT NULL DEFAULT 0,
+        calls INTEGER NOT NULL DEFAULT 0,         -- Search API calls (each counts against the hourly limit)
+        rate_remaining INTEGER,                   -- X-FeatureRateLimit-Remaining of the last answer
+        rate_reset_at {time},                     -- X-FeatureRateLimit-Reset of the last answer
+        stopped TEXT,                             -- why its last run stopped before the end
+        lease_until {time}                        -- the run continuing it holds it until then
+    )""",
+        "CREATE INDEX cloudinary_reconcile_unfinished ON cloudinary_reconcile (expression) "
+        "WHERE finished_at IS NULL",
+        """CREATE TABLE cloudinary_reconcile_seen (
+        pass_id BIGINT NOT NULL,
+        asset_id TEXT NOT NULL,
+        PRIMARY KEY (pass_id, asset_id)
+    )""",
+    ]
+
+
 # version -> statements per dialect
 MIGRATIONS: dict[int, dict[str, list[str]]] = {
     1: {"sqlite": _SQLITE_1, "postgresql": _POSTGRESQL_1},
     2: {"sqlite": _SQLITE_2, "postgresql": _POSTGRESQL_2},
+    3: {"sqlite": _reconcile_tables("sqlite"), "postgresql": _reconcile_tables("postgresql")},
 }
 LATEST = max(MIGRATIONS)

@@ -23,7 +23,7 @@ from tests.helpers import sample, signed_request
 ASSET = "3515c6000a548515f1134043f9785c2f"
 VOLATILE = ("updated_at", "sync_state")  # when a row was written here; bookkeeping
 TABLES = ("cloudinary_events", "cloudinary_assets", "cloudinary_folders", "cloudinary_folder_renames",
-          "cloudinary_sync_schema")
+          "cloudinary_reconcile", "cloudinary_reconcile_seen", "cloudinary_sync_schema")
 
 
 def drop_postgres_tables(url: str) -> None:

@@ -550,7 +550,7 @@ def test_lambda_function_url_entry_point(database):
 
 def test_migrate_creates_the_tables_once(database, capsys):
     assert cli(["--database-url", database, "migrate"]) == 0
-    assert json.loads(capsys.readouterr().out)["applied"] == [1, 2]
+    assert json.loads(capsys.readouterr().out)["applied"] == [1, 2, 3]
     assert cli(["--database-url", database, "migrate"]) == 0
     assert json.loads(capsys.readouterr().out)["applied"] == []
     assert table_exists(database, "cloudinary_assets")
@@ -569,7 +569,7 @@ def test_a_database_of_schema_1_is_upgraded_with_its_events_kept(database, capsy
 
     assert cli(["migrate"]) == 0
 
-    assert json.loads(capsys.readouterr().out)["applied"] == [2]
+    assert json.loads(capsys.readouterr().out)["applied"] == [2, 3]
     [event] = events(database)
     assert (event["state"], event["progress"], event["detail"]) == ("applied", None, None)
     assert send("resource_tags_changed").status == 200
@@ -600,7 +600,7 @@ def test_status_reports_what_the_database_holds(database, capsys):
     assert cli(["status"]) == 0
 
     status = json.loads(capsys.readouterr().out)
-    assert status["schema_version"] == 2 and status["events"] == 3
+    assert status["schema_version"] == 3 and status["events"] == 3
     assert status["events_by_type"] == {"create_folder": 1, "delete": 1, "upload": 1}
     assert status["assets"] == 1 and status["deleted_assets"] == 1 and status["folders"] == 1
     assert status["quarantined"] == status["partially_applied"] == status["provisional_assets"] == 0
@@ -612,7 +612,7 @@ def test_help_names_every_command(capsys):
         cli(["--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    assert all(word in text for word in ("migrate", "replay", "status", "DATABASE_URL", "postgresql://"))
+    assert all(word in text for word in ("migrate", "replay", "status", "reconcile", "DATABASE_URL", "postgresql://"))
 
 
 def test_the_command_fails_clearly_on_a_bad_url(capsys):
