@@ -5,7 +5,8 @@ plus what each function declares in its ``@webhook(...)`` (the variables it need
 ``python -m shared deploy-files`` writes:
 
     template.yaml      AWS SAM: one function per workflow, each with a Function URL (delivery = "webhook"), or
-                       invoked by an EventBridge schedule that drains its poll channel (delivery = "poll")
+                       invoked by an EventBridge schedule that drains its poll channel (delivery = "poll"); plus
+                       a schedule per scheduled task deploy.toml sets (asset_sync's `reconcile = "cron(...)"`)
     api/<name>.py      Vercel shims, one import each
     vercel.json        its "crons": one per poll function (the rest of the file is left as written)
     netlify.toml       stable webhook paths (/webhooks/<name>) proxied to the deployed functions
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class FunctionSpec:
     description: str
     delivery: str = "webhook"  # "webhook": a Function URL; "poll": a schedule drains poll://<name>
     poll_minutes: int = 1  # poll: how often
+    # Scheduled tasks deploy.toml sets, by name: (EventBridge schedule expression, the task's options). The
+    # function declares the names it has (@webhook(scheduled={...})); the rule's input is {name: options}.
+    schedules: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def schedule(self) -> str:
@@ -116,6 +120,7 @@ def function_spec(name: str, config: dict[str, Any] | None = None) -> FunctionSp
                                     *getattr(webhook, "serverless_requires", ()), *own.get("requires", []),
                                     *poll_requires)))
     return FunctionSpec(
+        schedules=_schedules(name, getattr(webhook, "scheduled", {}), own),
         name=name,
         requires=requires,
         optional=tuple(variable for variable in webhook.optional if variable not in requires),
@@ -128,8 +133,32 @@ def function_spec(name: str, config: dict[str, Any] | None = None) -> FunctionSp
     )
 
 
+_SCHEDULE_EXPRESSION = re.compile(r"^(cron|rate)\([^()]+\)$")
+
+
+def _schedules(name: str, tasks: Any, own: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """deploy.toml's settings of the function's scheduled tasks: ``reconcile = "cron(0 3 * * ? *)"``, or a table
+    ``reconcile = { schedule = "cron(...)", reserve = 100 }`` whose other keys are the task's options."""
+    schedules = {}
+    for task in sorted(tasks):
+        setting = own.get(task)
+        if setting is None:
+            continue
+        options = dict(setting) if isinstance(setting, dict) else {}
+        expression = options.pop("schedule", None) if isinstance(setting, dict) else setting
+        if not isinstance(expression, str) or not _SCHEDULE_EXPRESSION.match(expression.strip()):
+            raise ValueError(f"deploy.toml: {name}'s {task} must be an EventBridge schedule expression such as "
+                             f'"cron(0 3 * * ? *)" or "rate(1 day)" (or a table with schedule = ...)')
+        schedules[task] = (expression.strip(), options)
+    return schedules
+
+
 def parameter_name(variable: str) -> str:
     return "".join(part.capitalize() for part in variable.lower().split("_"))
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 def is_secret(variable: str) -> bool:
@@ -268,6 +297,16 @@ def template_data(config: dict[str, Any] | None = None) -> dict[str, Any]:
                 "Description": f"Drain Cloudinary's poll://{spec.name} channel through {spec.name}",
             }}}
             properties["EventInvokeConfig"] = {"MaximumRetryAttempts": 0}
+        for task, (expression, options) in spec.schedules.items():
+            # The rule's input is the whole event the function gets: {"<task>": {options}} (shared/webhook.py runs
+            # the task). A run stops within the invocation's time and saves where it is; the next run continues,
+            # so a failed one is not retried by Lambda either.
+            properties.setdefault("Events", {})[f"{_camel(task)}Schedule"] = {"Type": "Schedule", "Properties": {
+                "Schedule": expression,
+                "Input": json.dumps({task: options}, sort_keys=True),
+                "Description": f"{spec.name}: scheduled {task}",
+            }}
+            properties["EventInvokeConfig"] = {"MaximumRetryAttempts": 0}
         statements = [{"Effect": "Allow", "Action": list(statement["actions"]),
                        "Resource": _resource(statement["resource"])} for statement in spec.statements]
         if IDEMPOTENCY_VARIABLE in spec.optional:
@@ -326,6 +365,7 @@ _TEMPLATE_HEADER = f"""\
 # Secrets Manager (SecretName) as dynamic references, never literals; IAM grants only deploy.toml's actions.
 # A function with delivery = "poll" in deploy.toml has no URL: an EventBridge schedule invokes it to drain its
 # Cloudinary poll channel (poll://<name>), and DATABASE_URL keeps the notifications it refuses (dead letters).
+# A scheduled task deploy.toml sets (asset_sync's reconcile) adds a schedule invoking the function with its input.
 """
 
 
