@@ -346,10 +346,10 @@ class Reconciler:
         self.cursor, self.searched_all, self.every_asset = held["next_cursor"], held["searched_all"], \
             held["every_asset"]
         self.started = _moment(held["started_at"])
-        # The hourly budget as the last answer of any pass left it, while that hour lasts: a run resumed within
-        # it makes no call the reserve forbids.
-        last = self.store.reconcile_passes()[0]
-        if last["rate_reset_at"] and _moment(last["rate_reset_at"]) > now():
+        # The account's hourly budget as the last answer to any pass left it, while that hour lasts: a run
+        # started within it makes no call the reserve forbids.
+        last = next((row for row in self.store.reconcile_passes() if row["rate_reset_at"]), None)
+        if last is not None and _moment(last["rate_reset_at"]) > now():
             self.report.remaining = last["rate_remaining"]
             self.report.reset_at = _moment(last["rate_reset_at"]).timestamp()
 
@@ -438,6 +438,10 @@ class Reconciler:
                 detail = error.log_detail or error.message
                 if error.code == "cloudinary_rate_limited":
                     self.report.remaining = 0  # whatever the last answer said: none is left this hour
+                    if self.report.reset_at is None or self.report.reset_at <= now().timestamp():
+                        # No answer said when the hour turns: the limits are hourly, so the next full hour.
+                        hour = now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+                        self.report.reset_at = hour.timestamp()
                     if self._wait_for_reset():
                         continue
                     self._stop("rate_limited", f"Cloudinary answered that the hourly limit is reached ({detail})"

@@ -440,6 +440,16 @@ def test_a_rate_limited_answer_stops_with_the_cursor_and_no_call_until_the_reset
     assert expected_rows(database)[STOOL]["deleted"]
 
 
+def test_after_a_rate_limited_answer_not_even_a_new_pass_calls_before_the_reset(database, search, clocks, capsys):
+    search.fail = {1: (420, "Rate Limit Exceeded")}
+    assert reconciled(capsys, "--apply")[0] == reconcile.EXIT_STOPPED
+
+    code, out, _ = reconciled(capsys, "--apply")  # the budget is the account's, not the pass's
+
+    assert code == reconcile.EXIT_STOPPED and len(search.bodies) == 1
+    assert out[0].startswith("reconcile: stopped (rate_budget): 0 Search API calls are left this hour")
+
+
 def test_a_server_error_is_tried_again_then_the_run_stops_resumable(database, search, clocks, capsys):
     known_mirror()
     search.fail = {2: (500, "Internal error"), 3: (503, "Unavailable")}  # then the third try of page 2 works
