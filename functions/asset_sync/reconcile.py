@@ -40,9 +40,9 @@ from typing import Any
 
 from functions.asset_sync import db, storable
 from functions.asset_sync.handler import DEFAULT_DATABASE_URL, dedupe_key, plan_for
-from functions.asset_sync.mirror import AssetChange, event_time, make_clock, merge, new_state
+from functions.asset_sync.mirror import AssetChange, Plan, event_time, make_clock, merge, new_state
 from shared import config
-from shared.errors import ConfigError, DependencyUnavailable
+from shared.errors import BadRequest, ConfigError, DependencyUnavailable
 
 PAGE_SIZE = 500  # the most the Search API returns per call
 WITH_FIELDS = ("tags", "context", "metadata")  # what a search result lacks unless asked for
@@ -289,12 +289,11 @@ class Reconciler:
             self.mirror = store.has_table("cloudinary_assets")
         if options.resume:
             stored = self._stored_pass()
-            self.expression, self.cursor = stored["expression"], stored["next_cursor"]
-            self.every_asset = stored["every_asset"] and options.apply
-            self.searched_all = stored["searched_all"]
+            self.expression = stored["expression"]
             if options.apply:
                 self._hold(lambda: store.take_pass(stored["id"], now=moment, lease_until=self._lease()))
-                self.every_asset = self.every_asset and self.pass_id is not None
+            else:  # a dry run reads where the pass is; what vanished needs the pass's own record of what it saw
+                self.cursor, self.searched_all = stored["next_cursor"], stored["searched_all"]
         else:
             since = since_time(options.since, now()) if options.since else None
             self.expression = search_expression(options.expression, since)
@@ -303,6 +302,8 @@ class Reconciler:
             if options.apply:
                 self._open_pass(moment)
         self.report.expression = self.expression
+        if self.report.status == "running":
+            self._stored_budget()
 
     def _stored_pass(self) -> dict[str, Any]:
         store = self.store
@@ -346,9 +347,14 @@ class Reconciler:
         self.cursor, self.searched_all, self.every_asset = held["next_cursor"], held["searched_all"], \
             held["every_asset"]
         self.started = _moment(held["started_at"])
-        # The account's hourly budget as the last answer to any pass left it, while that hour lasts: a run
-        # started within it makes no call the reserve forbids.
-        last = next((row for row in self.store.reconcile_passes() if row["rate_reset_at"]), None)
+
+    def _stored_budget(self) -> None:
+        """The account's hourly budget as the last answer to any pass left it, while that hour lasts: a run started
+        within it (a dry one too) makes no call the reserve forbids."""
+        apply = self.options.apply
+        if not apply and not self.store.has_table("cloudinary_reconcile"):
+            return
+        last = next((row for row in self.store.reconcile_passes(migrate=apply) if row["rate_reset_at"]), None)
         if last is not None and _moment(last["rate_reset_at"]) > now():
             self.report.remaining = last["rate_remaining"]
             self.report.reset_at = _moment(last["rate_reset_at"]).timestamp()
@@ -462,8 +468,12 @@ class Reconciler:
 
     def _page(self, page: Page, searched_at: datetime) -> None:
         """Compare one page with the mirror; with --apply, write its events and the pass's new cursor at once."""
-        found = [(resource, *self._planned(resource, searched_at)) for resource in page.resources
-                 if isinstance(resource.get("asset_id"), str) and resource["asset_id"]]
+        found = []
+        for resource in page.resources:
+            try:
+                found.append((resource, *self._planned(resource, searched_at)))
+            except BadRequest as error:  # a result this version cannot read: left for the next version's pass
+                self.progress(f"reconcile: skipped a search result: {error.message}")
         keys = [db.storage_key(change.ref.asset_id) for _resource, _payload, change in found]
         rows = self.store.asset_rows(keys, migrate=self.options.apply) if self.mirror else {}
         events, counts = [], {"missing": 0, "stale": 0}
@@ -511,11 +521,13 @@ class Reconciler:
             **{name: resource.get(name) for name in ("asset_id", "public_id", "resource_type", "type")},
             "resource": dict(resource),
         }
+        if not isinstance(resource.get("asset_id"), str) or not resource["asset_id"]:
+            raise BadRequest("it has no asset_id.")
         (change,) = plan_for("reconcile", payload, _text(payload), own=True).assets
         return payload, change
 
     def _compare(self, resource: Mapping[str, Any], payload: dict[str, Any], change: AssetChange,
-                 row: dict[str, Any] | None) -> tuple[Difference | None, tuple[db.Event, Any] | None]:
+                 row: dict[str, Any] | None) -> tuple[Difference | None, tuple[db.Event, Plan] | None]:
         """The difference between the search's asset and its row, and the event that writes it (None: the row
         agrees, or a newer notification set what differs)."""
         ref = change.ref
@@ -536,9 +548,8 @@ class Reconciler:
             return Difference("kept", *named, fields=differing), None
         return Difference("stale", *named, fields=changed), (event, plan)
 
-    def _event(self, payload: dict[str, Any], change: AssetChange | None = None) -> tuple[db.Event, Any]:
-        from functions.asset_sync.mirror import Plan
-
+    def _event(self, payload: dict[str, Any], change: AssetChange | None = None) -> tuple[db.Event, Plan]:
+        """The event that writes ``payload`` and its plan (``change``'s when the payload's was made already)."""
         key = dedupe_key(payload)
         received_at = iso(now())
         event = db.Event(dedupe_key=key, notification_type="reconcile",

@@ -346,6 +346,26 @@ def test_a_difference_a_newer_notification_already_settled_is_kept_not_written(d
     assert len(reconcile_events(database)) == written and "hero" in expected_rows(database)[CHAIR]["tags"]
 
 
+def test_an_asset_the_database_refuses_is_quarantined_alone_and_the_pass_goes_on(database, search, clocks, capsys):
+    from tests.functions.test_asset_sync_storage import allow_public_id, reject_public_id
+
+    known_mirror()
+    reject_public_id(database, "shop/tables/walnut_table")  # a rule of the CMS's own, say
+
+    status, out, _ = reconciled(capsys, "--apply")
+
+    assert status == 0 and "written as 3 reconcile event(s), 1 quarantined (see status)" in out[-1]
+    rows = expected_rows(database)
+    assert TABLE not in rows and rows[CHAIR]["version"] == 1715100000 and rows[STOOL]["deleted"]
+    [refused] = [event for event in reconcile_events(database) if event["asset_id"] == TABLE]
+    assert refused["state"] == "quarantined" and "reject" in refused["detail"]
+
+    allow_public_id(database)
+    assert cli(["replay"]) == 0  # once the cause is fixed, replay applies it like any quarantined event
+    capsys.readouterr()
+    assert expected_rows(database)[TABLE]["public_id"] == "shop/tables/walnut_table"
+
+
 # --- the rate limit, failures, resuming ------------------------------------------------------------------
 
 def test_it_stops_before_the_reserve_with_the_cursor_and_resume_continues(database, cloudinary_server, clocks,
