@@ -653,11 +653,7 @@ def scheduled(options: Mapping[str, Any], seconds: float | None) -> dict[str, An
                   max_vanished=_whole(options, "max_vanished", DEFAULT_MAX_VANISHED),
                   seconds=DEFAULT_SCHEDULED_SECONDS if seconds is None else seconds,
                   new_pass_after=3600 * _number(options, "new_pass_after_hours", NEW_PASS_AFTER_HOURS))
-    try:
-        report = Reconciler(run, database_url()).run()
-    finally:
-        db.close_all()
-    return report.summary()
+    return Reconciler(run, database_url()).run().summary()  # the connection stays for the instance's next request
 
 
 def _whole(options: Mapping[str, Any], name: str, default: int) -> int:
