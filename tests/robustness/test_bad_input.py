@@ -40,10 +40,12 @@ import hashlib
 import importlib
 import io
 import json
+import os
 import re
 import socket
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
@@ -53,6 +55,7 @@ import pytest
 from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
+from tests.fakes.cdn import LOOPBACK_VARIABLE, FakeCDN
 from tests.helpers import API_KEY, CLOUD_NAME, ROOT, SECRET
 from tests.robustness.conftest import COUNTS, PROFILE
 
@@ -298,6 +301,22 @@ class World:
         return Response(json.dumps(body), content_type="application/json")
 
 
+@contextmanager
+def delivery_cdn(monkeypatch: pytest.MonkeyPatch, outbound: Outbound) -> Iterator[FakeCDN]:
+    """Cloudinary's CDN on loopback, serving a small JPEG for every delivery URL: the SDK's delivery URLs reach
+    it through its ``secure_distribution`` setting (face_tagging fetches the image with urllib3)."""
+    cdn = FakeCDN()
+    host = cdn.start()
+    try:
+        cdn.serve(_tiny_jpeg())
+        monkeypatch.setenv("CLOUDINARY_URL", f"{os.environ['CLOUDINARY_URL']}&secure_distribution={host}")
+        monkeypatch.setenv(LOOPBACK_VARIABLE, "1")
+        outbound.allowed.add(("127.0.0.1", int(host.rsplit(":", 1)[1])))
+        yield cdn
+    finally:
+        cdn.stop()
+
+
 @pytest.fixture
 def world(function: Function, outbound: Outbound, closed_port: int, httpserver: Any,
           monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
@@ -306,11 +325,9 @@ def world(function: Function, outbound: Outbound, closed_port: int, httpserver: 
     endpoint = httpserver.url_for("").rstrip("/")
     configure(monkeypatch, function, endpoint, closed_port)
     outbound.allowed.add(("127.0.0.1", httpserver.port))
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as cdn:
-        cdn.add_passthru(endpoint)
-        cdn.add(responses.GET, re.compile(r"https://res\.cloudinary\.com/.*"), body=_tiny_jpeg(),
-                content_type="image/jpeg")
-        yield World(httpserver, cdn)
+    with delivery_cdn(monkeypatch, outbound), responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_passthru(endpoint)
+        yield World(httpserver, mock)
 
 
 def _tiny_jpeg() -> bytes:
@@ -1062,7 +1079,8 @@ def test_hostile_asset_fields_are_400_and_reach_no_api_path(name: str, outbound:
     configure(monkeypatch, function, endpoint, closed_port)
     outbound.allowed.add(("127.0.0.1", httpserver.port))
     tried = 0
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as cdn:
+    with delivery_cdn(monkeypatch, outbound) as delivery, \
+            responses.RequestsMock(assert_all_requests_are_fired=False) as cdn:
         cdn.add_passthru(endpoint)
         world = World(httpserver, cdn)
         for sample_name, raw in function.samples.items():
@@ -1082,6 +1100,8 @@ def test_hostile_asset_fields_are_400_and_reach_no_api_path(name: str, outbound:
                 assert sum(world.reads.values()) == reads_before, f"{what}: Cloudinary was called"
                 assert not any("evil" in str(call.request.url) or "18900" in str(call.request.url)
                                for call in cdn.calls), what
+                assert not any("evil" in request.path or "18900" in request.path
+                               for request in delivery.requests), what
                 tried += 1
                 COUNTS["hostile asset fields: requests refused with 400"] += 1
     assert world.writes == [] and outbound.unexpected() == []
