@@ -136,6 +136,7 @@ _POSTGRESQL_2 = [
 # continues (the search's next_cursor) and what it found; a run holds the pass's lease while it continues it, so two
 # runs never continue one pass at once. The assets a pass covering every asset has seen, to tell at its end which
 # mirror rows the search no longer returns (deleted while a notification was lost). Bookkeeping: not for queries.
+# IF NOT EXISTS: a database reset by dropping the tables of schema 2 (and the version table) still migrates.
 _RECONCILE = {
     "sqlite": ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", "INTEGER", "0"),
     "postgresql": ("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "TIMESTAMPTZ", "BOOLEAN", "FALSE"),
@@ -145,7 +146,7 @@ _RECONCILE = {
 def _reconcile_tables(dialect: str) -> list[str]:
     key, time, flag, false = _RECONCILE[dialect]
     return [
-        f"""CREATE TABLE cloudinary_reconcile (
+        f"""CREATE TABLE IF NOT EXISTS cloudinary_reconcile (
         id {key},
         expression TEXT NOT NULL,                 -- the search expression ('' = every asset)
         every_asset {flag} NOT NULL,              -- covers every asset: what it did not return is gone
@@ -165,9 +166,9 @@ def _reconcile_tables(dialect: str) -> list[str]:
         stopped TEXT,                             -- why its last run stopped before the end
         lease_until {time}                        -- the run continuing it holds it until then
     )""",
-        "CREATE INDEX cloudinary_reconcile_unfinished ON cloudinary_reconcile (expression) "
+        "CREATE INDEX IF NOT EXISTS cloudinary_reconcile_unfinished ON cloudinary_reconcile (expression) "
         "WHERE finished_at IS NULL",
-        """CREATE TABLE cloudinary_reconcile_seen (
+        """CREATE TABLE IF NOT EXISTS cloudinary_reconcile_seen (
         pass_id BIGINT NOT NULL,
         asset_id TEXT NOT NULL,
         PRIMARY KEY (pass_id, asset_id)
