@@ -1,5 +1,7 @@
-"""Verification throughput: ``shared.verify.verify`` against the bare hashlib work it cannot avoid
-(one SHA-1 over body + timestamp + secret and a comparison) on the same 2 KB input."""
+"""Verification throughput: ``shared.verify.verify``, and the wrapper's whole signature step (its settings,
+read as ``shared.webhook`` reads them per request, then the headers checked and the signature verified), against
+the bare hashlib work neither can avoid (one SHA-1 over body + timestamp + secret and a comparison), on the
+same 2 KB input."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import hmac
 import os
 import time
 
-from shared import verify
+from shared import config, verify
+from shared import webhook as wrapper
+from shared.events import Headers
 
 SECRET = "bench-secret-0123456789"
 NOW = 1_700_000_000
@@ -47,30 +51,65 @@ def measure(seconds: float = 2.0) -> dict:
         expected = hashlib.sha1(body + timestamp.encode() + secret_bytes).hexdigest()
         hmac.compare_digest(expected, signature)
 
+    # As a deployment has it: the secret in CLOUDINARY_URL. The wrapper's step, line for line as
+    # shared/webhook.py's _accept runs it: settings (parsed once per value), then the headers verified.
+    headers = Headers({"Content-Type": "application/json", "X-Cld-Timestamp": timestamp,
+                       "X-Cld-Signature": signature}.items())
+    saved = os.environ.get("CLOUDINARY_URL")
+    os.environ["CLOUDINARY_URL"] = f"cloudinary://614335564976464:{SECRET}@bench-cloud"
+
+    def step() -> None:
+        secrets, max_age, max_future = config.parsed_once("signature", wrapper._SIGNATURE_SETTINGS,
+                                                          wrapper._signature_settings)
+        verify.verify_headers(body, headers, secrets, now=NOW, max_age=max_age, max_future=max_future)
+
     def raw_256() -> None:
         expected = hashlib.sha256(body + timestamp.encode() + secret_bytes).hexdigest()
         hmac.compare_digest(expected, signature_256)
 
     # Best of 5 interleaved rounds for each: the other core's noise hits both sides alike.
-    rates: dict[str, float] = {"ours": 0.0, "raw": 0.0, "ours_256": 0.0, "raw_256": 0.0}
-    for _ in range(5):
-        for name, fn in (("ours", ours), ("raw", raw), ("ours_256", ours_256), ("raw_256", raw_256)):
-            rates[name] = max(rates[name], _rate(fn, seconds / 5))
+    rates: dict[str, float] = {"ours": 0.0, "raw": 0.0, "ours_256": 0.0, "raw_256": 0.0, "step": 0.0}
+    try:
+        step()  # the settings parsed once, as on a warm container's first request
+        for _ in range(5):
+            for name, fn in (("ours", ours), ("raw", raw), ("ours_256", ours_256), ("raw_256", raw_256),
+                             ("step", step)):
+                rates[name] = max(rates[name], _rate(fn, seconds / 5))
+    finally:
+        if saved is None:
+            os.environ.pop("CLOUDINARY_URL", None)
+        else:
+            os.environ["CLOUDINARY_URL"] = saved
     return {"body_bytes": len(body), **rates}
 
 
 def report(result: dict) -> str:
     ratio = result["raw"] / result["ours"]
     ratio_256 = result["raw_256"] / result["ours_256"]
+    step_ratio = result["raw"] / result["step"]
+
+    def micro(rate: float) -> str:
+        return f"{1e6 / rate:.2f} µs"
+
     return "\n".join([
         "## Signature verification",
         "",
         f"Command: `python -m bench` (section `bench/verify_speed.py`); one {result['body_bytes']}-byte body,",
-        "one secret, verifications per second (best of 5 interleaved rounds each).",
+        "one secret, verifications per second (best of 5 interleaved rounds each). The wrapper's step is what",
+        "shared/webhook.py does per request before its JSON parsing: the signature settings (CLOUDINARY_URL and",
+        "the limits, parsed once per value: `shared.config.parsed_once`), then `verify.verify_headers`.",
         "",
-        "| algorithm | shared.verify.verify | raw hashlib + compare_digest | ratio (target: within 2x) |",
+        "| what | per second | per call | ratio to raw hashlib (goal: <= 2x) |",
         "|---|---|---|---|",
-        f"| SHA-1 | {result['ours']:,.0f}/s | {result['raw']:,.0f}/s | {ratio:.2f}x |",
-        f"| SHA-256 | {result['ours_256']:,.0f}/s | {result['raw_256']:,.0f}/s | {ratio_256:.2f}x |",
+        f"| raw hashlib SHA-1 + compare_digest | {result['raw']:,.0f}/s | {micro(result['raw'])} | 1.00x |",
+        f"| `shared.verify.verify`, SHA-1 | {result['ours']:,.0f}/s | {micro(result['ours'])} | {ratio:.2f}x |",
+        f"| **the wrapper's whole signature step**, SHA-1 | {result['step']:,.0f}/s | {micro(result['step'])} "
+        f"| **{step_ratio:.2f}x**: {'holds' if step_ratio <= 2 else '**not met**'} |",
+        f"| raw hashlib SHA-256 + compare_digest | {result['raw_256']:,.0f}/s | {micro(result['raw_256'])} | 1.00x |",
+        f"| `shared.verify.verify`, SHA-256 | {result['ours_256']:,.0f}/s | {micro(result['ours_256'])} "
+        f"| {ratio_256:.2f}x |",
+        "",
+        "The issue's anchors (2026-11, quoted): raw hashlib 2.1 µs; pycloudinary's own check 4.5 µs; "
+        "`shared.verify` then 3.55 µs and the wrapper's whole signature step 11 µs (settings re-read per request).",
         "",
     ])
