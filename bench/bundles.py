@@ -1,31 +1,41 @@
-"""Lambda bundle sizes: `python -m shared bundle --all` for the Lambda runtime (python3.12, Linux wheels)."""
+"""Lambda bundle sizes: `python -m shared bundle --all`, for each function's deployed runtime and architecture
+(deploy/deploy.toml), from the pre-downloaded wheels in .cache/wheels when they are there."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from devtools import deploy
+from devtools import bundle
+from devtools.deploy import function_names
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(python_version: str = "3.12") -> list[deploy.Bundle]:
+def measure() -> list[bundle.Bundle]:
+    built = []
     with tempfile.TemporaryDirectory() as folder:
-        return [deploy.build_bundle(name, out_dir=Path(folder), python_version=python_version)
-                for name in deploy.function_names()]
+        for name in function_names():
+            version, architecture = bundle.target(name)
+            wheels = ROOT / ".cache" / "wheels" / f"{version}-{architecture}"
+            built.append(bundle.build_bundle(name, out_dir=Path(folder), find_links=wheels if wheels.is_dir() else None,
+                                             no_index=wheels.is_dir()))
+    return built
 
 
-def report(bundles: list[deploy.Bundle], python_version: str = "3.12") -> str:
+def report(bundles: list[bundle.Bundle]) -> str:
     lines = [
         "## Lambda bundle sizes",
         "",
-        f"Command: `python -m shared bundle --all` (here via `python -m bench`, section `bench/bundles.py`), for "
-        f"python{python_version} on {deploy.default_platform()}; boto3 is left out (the Lambda runtime has it).",
-        "Lambda's limits: 50 MB zipped, 250 MB unzipped.",
+        "Command: `python -m shared bundle --all` (here via `python -m bench`, section `bench/bundles.py`), for each "
+        "function's runtime and architecture in deploy/deploy.toml; boto3 and botocore are left out (the Lambda "
+        "runtime has them). Lambda's limits: 50 MB zipped, 250 MB unzipped.",
         "",
-        "| function | zipped | unzipped | files |",
-        "|---|---|---|---|",
+        "| function | runtime, architecture | zipped | unzipped | files | bytecode |",
+        "|---|---|---|---|---|---|",
     ]
-    for bundle in bundles:
-        lines.append(f"| {bundle.name} | {bundle.zipped / 1e6:.2f} MB | {bundle.unzipped / 1e6:.2f} MB "
-                     f"| {bundle.files} |")
+    for built in bundles:
+        lines.append(f"| {built.name} | python{built.python_version}, {built.architecture} "
+                     f"| {built.zipped / 1e6:.2f} MB | {built.unzipped / 1e6:.2f} MB | {built.files} "
+                     f"| {'yes' if built.compiled else 'no'} |")
     return "\n".join(lines) + "\n"

@@ -1,8 +1,10 @@
-"""A burst of signed notifications against ``python -m shared serve`` on loopback.
+"""A burst of signed notifications against ``python -m shared serve`` on loopback: tests/load/test_burst.py
+checks that every one is answered right.
 
 The server runs in its own process in demo mode with DRY_RUN=1, so no function calls out; clients are
 threads in this process, each POSTing signed samples round-robin over every function. Bounded in count
-and time: it stops by itself.
+and time: it stops by itself. Its timings are not a benchmark (the clients share the server's two cores and
+are slower than it): BENCHMARKS.md's load figures come from wrk (bench/load.py).
 """
 
 from __future__ import annotations
