@@ -312,6 +312,7 @@ def test_replay_sends_the_stored_bytes_timestamp_and_signature(fake, monkeypatch
 
 def test_a_stale_dead_letter_replays_with_max_age(fake, capsys, monkeypatch):
     monkeypatch.delenv("WEBHOOK_MAX_AGE_SECONDS", raising=False)
+    monkeypatch.setenv("POLL_MAX_AGE_SECONDS", "3600")  # the channel's window, made shorter than the message's age
     three_hours_ago = int(time.time()) - 3 * 3600
     fake.publish("hello_tag", signed_message(upload("samples/old"), SECRET, timestamp=three_hours_ago))
     run_cli(capsys, "listen", "hello_tag", "--once", "--wait", "0")
