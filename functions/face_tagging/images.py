@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 
 from shared import config
@@ -126,16 +127,18 @@ _pools_lock = threading.Lock()
 
 
 def _pool() -> Any:
-    """One connection pool per warm container (TLS verified against certifi's CAs, as the SDKs do)."""
+    """One connection pool per warm container: TLS verified against certifi's CAs, as the SDKs do, or against
+    the bundle OpenSSL's own ``SSL_CERT_FILE`` names (a private CDN behind an internal CA, a TLS-inspecting
+    proxy; and the platform tests' self-signed CDN)."""
     with _pools_lock:
         pool = _pools.get("delivery")
         if pool is None:
             import certifi
             import urllib3
 
+            ca_file = os.environ.get("SSL_CERT_FILE", "").strip() or certifi.where()
             pool = _pools["delivery"] = urllib3.PoolManager(num_pools=4, maxsize=4, cert_reqs="CERT_REQUIRED",
-                                                            ca_certs=certifi.where(),
-                                                            headers={"User-Agent": USER_AGENT})
+                                                            ca_certs=ca_file, headers={"User-Agent": USER_AGENT})
     return pool
 
 

@@ -201,7 +201,7 @@ def test_function_answers_each_sample_through_awslambdaric(name, request, start_
         rekognition = request.getfixturevalue("rekognition")
         cdn_server, certificate = request.getfixturevalue("cdn")
         url = cloudinary_url(cloudinary, secure_distribution=cdn_server.host)
-        extra_env = {"AWS_ENDPOINT_URL_REKOGNITION": rekognition.url, "REQUESTS_CA_BUNDLE": str(certificate),
+        extra_env = {"AWS_ENDPOINT_URL_REKOGNITION": rekognition.url, "SSL_CERT_FILE": str(certificate),
                      "AWS_MAX_ATTEMPTS": "1"}
     runtime = start_runtime(name, secrets={"CLOUDINARY_URL": url, "SENDGRID_API_KEY": SENDGRID_KEY},
                             parameters={"DryRun": "0" if real else "1"}, extra_env=extra_env)
