@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -203,6 +204,7 @@ def wrk(port: int, requests: Path, total: int, clients: int, threads: int = 1, s
         env = {**os.environ, "BENCH_REQUESTS": str(requests), "BENCH_TOTAL": str(total),
                "BENCH_THREADS": str(threads), "BENCH_CYCLE": "1" if cycle else "0", "BENCH_MARKERS": markers}
         before = cpu_seconds(server_pid) if server_pid else None
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         process = subprocess.Popen(["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--timeout", "10s",
                                     "-s", str(LUA), f"http://127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
@@ -212,9 +214,8 @@ def wrk(port: int, requests: Path, total: int, clients: int, threads: int = 1, s
             time.sleep(0.02)
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
-        stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
-        _, _, usage = os.wait4(process.pid, 0)
-        process.returncode = 0
+        stdout, stderr = process.communicate(timeout=60)
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk's, the one child reaped meanwhile
         after = cpu_seconds(server_pid) if server_pid else None
     line = next((line for line in stdout.splitlines() if line.startswith("{")), None)
     if line is None:
@@ -223,7 +224,7 @@ def wrk(port: int, requests: Path, total: int, clients: int, threads: int = 1, s
     measured["rate"] = measured["answered"] / max(measured["duration_us"] / 1e6, 1e-9)
     if before is not None and after is not None:
         measured["cpu_seconds"] = {key: after[key] - before[key] for key in before}
-        measured["cpu_seconds"]["wrk"] = usage.ru_utime + usage.ru_stime
+        measured["cpu_seconds"]["wrk"] = (usage.ru_utime + usage.ru_stime) - (children.ru_utime + children.ru_stime)
     return measured
 
 

@@ -3,8 +3,9 @@
 -- BENCH_REQUESTS  a file, one request per line: path \t X-Cld-Signature \t X-Cld-Timestamp \t JSON body
 -- BENCH_TOTAL     answers to wait for, across threads; each thread stops after its share
 -- BENCH_THREADS   wrk's -t (each thread takes every BENCH_THREADS-th line, starting at its own)
--- BENCH_CYCLE     1: go round the lines again when they run out; 0: each line once (then round again only
---                 for the requests still in flight when a thread reaches its share: a few re-deliveries)
+-- BENCH_CYCLE     1: go round the lines again when they run out; 0: each line once: once they are all sent,
+--                 a connection whose turn comes sends a GET to the same path (405 from the wrapper, not
+--                 counted), so that the thread stops when every notification was answered, none in flight
 --
 -- BENCH_MARKERS   a folder: a thread that has its share writes a file there, so that bench/load.py can end
 --                 the run (SIGINT) instead of waiting out wrk's -d, which wrk always sleeps through
@@ -38,11 +39,14 @@ local answered = 0
 local non_200 = 0
 local next_index = 0
 local started_us = nil
+local cycle = true
+local filler = nil
+local primed = false
 
 function init(args)
   local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
   local total = tonumber(os.getenv("BENCH_TOTAL") or "1000")
-  local cycle = os.getenv("BENCH_CYCLE") ~= "0"
+  cycle = os.getenv("BENCH_CYCLE") ~= "0"
   local lines = {}
   for line in io.lines(os.getenv("BENCH_REQUESTS")) do
     table.insert(lines, line)
@@ -67,6 +71,7 @@ function init(args)
   end
   for _, line in ipairs(mine) do
     local path, signature, timestamp, body = line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+    filler = filler or wrk.format("GET", path, {["User-Agent"] = "Cloudinary (wrk)"})
     table.insert(requests, wrk.format("POST", path, {
       ["Content-Type"] = "application/json",
       ["X-Cld-Signature"] = signature,
@@ -77,15 +82,25 @@ function init(args)
 end
 
 function request()
+  if not primed then
+    -- wrk (4.1) calls request() once per thread before it connects, and sends nothing of that request
+    primed = true
+    return requests[1]
+  end
   if started_us == nil then
     started_us = now_us()
   end
-  local chosen = requests[next_index % #requests + 1]
   next_index = next_index + 1
-  return chosen
+  if not cycle and next_index > #requests then
+    return filler
+  end
+  return requests[(next_index - 1) % #requests + 1]
 end
 
 function response(status, headers, body)
+  if not cycle and status == 405 then
+    return  -- a filler's answer
+  end
   answered = answered + 1
   if status ~= 200 then
     non_200 = non_200 + 1
