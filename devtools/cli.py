@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools import serving
+from devtools.arguments import whole_number
 from devtools.serving import ROUTE_PREFIXES, Router, printable  # noqa: F401 - Router, ROUTE_PREFIXES: imported from here
 from shared import config, verify
 
@@ -526,11 +527,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{usage}{printable(f'{self.prog}: error: {message} (see `{self.prog} --help`)')}\n")
 
 
-def port_number(text: str) -> int:
-    """A TCP port, 0 to 65535 (0: any free port)."""
-    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
-    return int(text)
+port_number = whole_number("a port number (0 to 65535)", 0, 65535)  # 0: any free port
+positive_count = whole_number("a whole number of at least 1", 1)
 
 
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -557,12 +555,6 @@ def positive_seconds(text: str) -> float:
     if not 0 < value < 86400:  # rejects nan too
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
     return value
-
-
-def positive_count(text: str) -> int:
-    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:

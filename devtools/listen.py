@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from devtools import cli
+from devtools.arguments import whole_number
 from devtools.serving import printable
 from shared import config, dead_letters, poll
 from shared.errors import ConfigError
@@ -342,10 +343,9 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
 # --- the parsers (registered by devtools.cli.build_parser) -------------------------------------------------
 
-def wait_seconds(text: str) -> int:
-    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) > 60:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds from 0 to 60")
-    return int(text)
+wait_seconds = whole_number("a whole number of seconds from 0 to 60", 0, 60)
+letter_id = whole_number("a dead letter's ID (a number)")
+max_age = whole_number("a whole number of seconds above 0", 1)
 
 
 def channel_name(text: str) -> str:
@@ -353,18 +353,6 @@ def channel_name(text: str) -> str:
     if not name or len(name) > 100 or any(char.isspace() or char in "/?#*" or ord(char) < 32 for char in name):
         raise argparse.ArgumentTypeError(f"{text!r} is not a channel name (the part after poll://, e.g. hello_tag)")
     return name
-
-
-def letter_id(text: str) -> int:
-    if not (text.strip().isascii() and text.strip().isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a dead letter's ID (a number)")
-    return int(text)
-
-
-def max_age(text: str) -> int:
-    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds above 0")
-    return int(text)
 
 
 def add_commands(commands: Any) -> None:

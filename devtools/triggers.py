@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from devtools.arguments import whole_number
 from devtools.cli import FUNCTIONS_DIR, CliError, function_names, load_webhook, printable
 from shared.webhook import ANY_TYPE
 
@@ -544,10 +545,7 @@ def _verdict(answer: Mapping[str, Any]) -> str:
 
 # --- the command line --------------------------------------------------------------------------------
 
-def reserve_count(text: str) -> int:
-    if not (text.strip().isascii() and text.strip().isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of calls (0 or more)")
-    return int(text)
+reserve_count = whole_number("a whole number of calls (0 or more)")
 
 
 def add_parser(commands: Any) -> None:

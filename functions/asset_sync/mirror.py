@@ -117,19 +117,15 @@ def _parse_time(value: Any) -> Any:
 def iso_utc(value: Any) -> str | None:
     """An ISO 8601 time (``Z``, offset or none) as a sortable ``YYYY-MM-DDTHH:MM:SS.ffffffZ``; None when it
     is not a time, or not one in years 1-9999 once in UTC (``0001-01-01T00:00:00+01:00`` is year 0)."""
-    moment = _parse_time(value)
-    if moment is None:
-        return None
-    from datetime import UTC
-
-    try:
-        return moment.astimezone(UTC).strftime(_FORMAT)
-    except OverflowError:
-        return None
+    return _utc_text(value, clamp=False)
 
 
 def sortable_time(value: Any) -> str | None:
     """Like ``iso_utc``, but a time beyond years 1-9999 in UTC orders at the limit it passed: for clocks."""
+    return _utc_text(value, clamp=True)
+
+
+def _utc_text(value: Any, *, clamp: bool) -> str | None:
     moment = _parse_time(value)
     if moment is None:
         return None
@@ -138,6 +134,8 @@ def sortable_time(value: Any) -> str | None:
     try:
         return moment.astimezone(UTC).strftime(_FORMAT)
     except OverflowError:
+        if not clamp:
+            return None
         return EARLIEST if moment.year < 5000 else LATEST
 
 
