@@ -383,7 +383,7 @@ def scenarios() -> list[Scenario]:
             key="video_moderation", function="video_moderation", label="approved video made public",
             payload=video_payload, setup=video_setup, saw_write=video_done,
             env=lambda stands: {"CLOUDINARY_URL": _cloudinary_url(stands)},
-            calls="Admin API resource 1-2; Upload API explicit 1",
+            calls="Admin API resource 1; Upload API explicit 1",
         ),
         Scenario(
             key="chat_alerts", function="chat_alerts", label="Slack message posted",
@@ -558,6 +558,8 @@ def measure(runs: int = DEFAULT_RUNS, only: list[str] | None = None, progress: C
                 results["rows"][scenario.key]["rejected"].append(run_once(stands, scenario, run, forged=True)[0])
             progress(f"  round {run + 1}/{runs} done (load average {results['load'][-1]:.1f})")
         results["scenarios"] = {scenario.key: scenario for scenario in chosen}
+        if "face_tagging" in results["rows"]:
+            results["memory_steps"] = memory_steps(stands)
         return results
     finally:
         stands.stop()
@@ -609,6 +611,49 @@ def importtime(function: str, top: int = 25) -> str:
     return "\n".join(lines)
 
 
+MEMORY_STEPS = r"""
+import os, sys
+sys.path[:0] = [{root!r}]
+sys.path.append({site!r})
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+steps = [("Python started", rss())]
+def step(name):
+    steps.append((name, rss()))
+import functions.face_tagging.handler
+step("the handler and shared/ imported")
+from shared import cloudinary_api
+cloudinary_api.sdk()
+step("the Cloudinary SDK (and urllib3)")
+import botocore.session
+step("botocore")
+from functions.face_tagging import images, rekognition
+rekognition.client()
+step("the Rekognition client (service model, endpoint data)")
+import PIL.Image, PIL.JpegImagePlugin
+step("Pillow")
+data = open(sys.argv[1], "rb").read()
+picture = images.Picture(data, images.decode(data))
+step("the photo decoded")
+crops = [images.crop(picture, box) for box in {boxes!r}]
+step("the face crops")
+import json
+print(json.dumps(steps))
+"""
+
+
+def memory_steps(stands: Stands) -> list[tuple[str, float]]:
+    """face_tagging's accepted path step by step in one fresh process: its RSS after each (measured)."""
+    photo = stands.folder / "photo.jpg"
+    photo.write_bytes(stands.photo)
+    scenario = next(s for s in scenarios() if s.key == "face_tagging")
+    code = MEMORY_STEPS.format(root=str(ROOT), site=SITE, boxes=list(FACE_BOXES.values()))
+    output = subprocess.run([sys.executable, "-S", "-c", code, str(photo)], cwd=stands.folder,
+                            env=_environment(stands, scenario), capture_output=True, text=True, check=True).stdout
+    return [(name, mib) for name, mib in json.loads(output.strip().splitlines()[-1])]
+
+
 # --- the report ------------------------------------------------------------------------------------------
 
 def _median(values: list[float]) -> float:
@@ -617,6 +662,17 @@ def _median(values: list[float]) -> float:
 
 def _ratio(ours: float, anchor: float) -> str:
     return f"{ours / anchor:.2f}x"
+
+
+def verdict_of(scenario: Scenario, wall_ms: float, mib: float) -> str:
+    """"holds", or which part of the goal is not met."""
+    time_held = wall_ms <= scenario.goal_ms
+    memory_held = scenario.goal_mib is None or mib <= scenario.goal_mib
+    if time_held and memory_held:
+        return "holds"
+    if scenario.goal_mib is None or not (time_held or memory_held):
+        return "**not met**"
+    return "time holds, **memory not met**" if time_held else "memory holds, **time not met**"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -632,7 +688,8 @@ def report(results: dict[str, Any]) -> str:
         "run is an error) and then a forged one (**rejected**: 401, no SDK imported, no call made). Real SDKs "
         "against local stand-ins started by the benchmark (tests/fakes: Cloudinary, SendGrid, Rekognition, the "
         "CDN, a Slack webhook; asset_sync on SQLite and PostgreSQL, migrated beforehand). Whole-process wall time "
-        "(spawn to exit) and the process's own peak RSS (`wait4`); medians, with the fastest run beside them. "
+        "(spawn to exit) and the process's own peak RSS (its VmHWM, read by the process itself); medians, with the "
+        "fastest run beside them. "
         "Processes run `python -S` with the repository and site-packages on `sys.path`, the flat layout of a "
         "deployment (the editable install's `.pth` finder is left out).",
         "",
@@ -644,20 +701,18 @@ def report(results: dict[str, Any]) -> str:
         "/ request | goal | rejected: wall, RSS |",
         "|---|---|---|---|---|---|---|",
     ]
-    goals: list[tuple[str, bool, str]] = []
     for key, rows in results["rows"].items():
         scenario: Scenario = results["scenarios"][key]
         accepted, rejected = rows["accepted"], rows["rejected"]
         wall = _median([run.wall_ms for run in accepted])
         fastest = min(run.wall_ms for run in accepted)
         mib = _median([run.peak_mib for run in accepted])
-        held = wall <= scenario.goal_ms and (scenario.goal_mib is None or mib <= scenario.goal_mib)
+        verdict = verdict_of(scenario, wall, mib)
         goal = f"<= {scenario.goal_ms:.0f} ms" + (f", <= {scenario.goal_mib:.0f} MiB" if scenario.goal_mib else "")
-        goals.append((f"{scenario.key}: {scenario.label}", held, goal))
         inside = f"{_median([r.import_ms for r in accepted]):.0f} / {_median([r.request_ms for r in accepted]):.0f} ms"
         lines.append(
             f"| {scenario.key}: {scenario.label} | {scenario.calls} | **{wall:.0f} ms** ({fastest:.0f}) "
-            f"| {mib:.1f} MiB | {inside} | {goal}: {'holds' if held else '**not met**'} "
+            f"| {mib:.1f} MiB | {inside} | {goal}: {verdict} "
             f"| {_median([r.wall_ms for r in rejected]):.0f} ms, {_median([r.peak_mib for r in rejected]):.1f} MiB |")
     lines += ["", "Beside the anchors (ratio = ours / anchor; below 1 is faster or smaller):", "",
               "| figure | anchor (quoted) | ours (this run) | ratio: time, memory |", "|---|---|---|---|"]
@@ -677,10 +732,25 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"| forged request rejected (every function) | {anchor.what}: {anchor.ms:.0f} ms, "
                      f"{anchor.mib:.0f} MiB | {wall:.0f} ms, {mib:.1f} MiB | {_ratio(wall, anchor.ms)}, "
                      f"{_ratio(mib, anchor.mib)} |")
+    steps = results.get("memory_steps")
+    if steps:
+        client_mib = next((mib for name, mib in steps if name.startswith("the Rekognition client")), steps[-1][1])
+        growth = "; ".join(f"{name} +{mib - before:.1f}" for (name, mib), (_, before) in zip(steps[1:], steps,
+                                                                                           strict=False))
+        lines += ["", f"Where face_tagging's memory goes (one fresh process taking its accepted path's steps one at "
+                  f"a time, RSS in MiB, measured by this section): Python started {steps[0][1]:.1f}; {growth}; "
+                  f"in all {steps[-1][1]:.1f} MiB before the request and answer buffers. Before any photo, Python, "
+                  f"shared/, the Cloudinary SDK, botocore and the client already hold {client_mib:.1f} MiB"
+                  + (": the 40 MiB goal is out of reach with these SDKs, whatever the photo (decoded once here, one "
+                     "copy of its pixels)." if client_mib > 40 else ".")]
+    lines += ["", "Not changed here (other sessions own them), with where their time goes (`python -m bench.accepted "
+              "--importtime NAME`, once, 2026-11-30): chat_alerts imports slack_sdk's web client package and the "
+              "Cloudinary SDK (for thumbnail URLs); asset_sync on PostgreSQL imports psycopg (~60 ms here, with "
+              "asyncio and importlib.metadata) and opens a connection (SCRAM authentication) on its first "
+              "notification."]
     lines += ["", f"Anchors: {ANCHOR_SOURCE}. This project's own figures before the issue's work, from the same "
               "issue: " + "; ".join(f"{key} {ms} ms, {mib} MiB" for key, (ms, mib) in ISSUE_BEFORE.items()) + ".",
               ""]
-    results["goals"] = goals
     return "\n".join(lines) + "\n"
 
 

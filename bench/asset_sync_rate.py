@@ -184,6 +184,21 @@ def report(results: dict[str, Any]) -> str:
                 f"| {row['p50_us'] / 1000:.1f} / {row['p99_us'] / 1000:.1f} ms | {per} ms "
                 f"| {'holds' if held else '**not met**'}: {row['rate']:,.0f}/s, "
                 f"{'none lost or doubled' if intact else '**rows differ**'} |")
+        best = max((row for row in results["concurrent"] if "cpu_seconds" in row), key=lambda row: row["rate"],
+                   default=None)
+        if best:
+            cpu = sum(best["cpu_seconds"].values()) / max(best["answered"], 1) * 1000
+            cores = os.cpu_count() or 1
+            lines += ["", f"What limits it: CPU. In the fastest run ({best['server']}) one notification costs "
+                      f"{cpu:.2f} ms of CPU in all (server, PostgreSQL and wrk, measured from /proc while it ran); "
+                      f"{cores} cores give at most {cores / cpu * 1000:,.0f} notifications/s, and the other work on "
+                      "this shared machine takes its part. More worker processes do not help (the -w 4 row): they "
+                      "only add switching. The server's share is asset_sync's own work: py-spy on a gunicorn worker "
+                      "under this load (once, 2026-11-30; not repeated by `make bench`) put ~60% of its samples in "
+                      "psycopg issuing the transaction's statements one "
+                      "after another (insert the event, lock the rows, apply, write the rows, commit), each a round "
+                      "trip through psycopg's Python layer; fewer statements per notification (one pipelined batch) "
+                      "is where the time is (functions/asset_sync, which another session is changing)."]
     else:
         lines += ["", "(PostgreSQL not measured: run `make bench`, which starts a throwaway server.)"]
     return "\n".join(lines) + "\n"
