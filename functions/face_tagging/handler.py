@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from shared import budget, cloudinary_api, config
-from shared.assets import asset_named_by
+from shared.assets import AssetRef, asset_named_by
 from shared.errors import BadRequest, ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
 
@@ -122,42 +122,26 @@ class Options:
         return list(dict.fromkeys(name for name in found if name))
 
 
-class Asset:
-    __slots__ = ("asset_id", "delivery_type", "folder", "public_id", "resource_type", "tags", "version")
+class Asset(AssetRef):
+    """The asset a notification (or a listing) names, checked by ``shared.assets``, with what face tagging
+    reads besides: its version (for the delivery URL), its folder (training or not) and its tags."""
 
-    def __init__(self, public_id: str, asset_id: str | None, resource_type: str, delivery_type: str,
-                 version: int | None, folder: str, tags: tuple[str, ...] = ()) -> None:
-        self.public_id = public_id
-        self.asset_id = asset_id
-        self.resource_type = resource_type
-        self.delivery_type = delivery_type
-        self.version = version
-        self.folder = folder
-        self.tags = tags
+    __slots__ = ("folder", "tags", "version")
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Any], *, need_asset_id: bool) -> Asset:
-        public_id, asset_id = fields.get("public_id"), fields.get("asset_id")
-        if not isinstance(public_id, str) or not public_id:
-            raise BadRequest("The notification has no public_id.", code="missing_field")
-        if need_asset_id and (not isinstance(asset_id, str) or not asset_id):
+        ref = asset_named_by(fields)  # resource_type, type, public_id checked: they make API paths and URLs
+        if need_asset_id and ref.asset_id is None:
             raise BadRequest("The notification has no asset_id.", code="missing_field")
+        asset = cls(ref.public_id, ref.resource_type, ref.delivery_type, ref.asset_id)
         # Dynamic-folder accounts say where the asset is (asset_folder, "" for the root); on fixed-folder
         # accounts the folder is the public ID's path.
         folder = fields.get("asset_folder")
-        if not isinstance(folder, str):
-            folder = public_id.rpartition("/")[0]
+        asset.folder = (folder if isinstance(folder, str) else ref.public_id.rpartition("/")[0]).strip("/")
         version = fields.get("version")
-        ref = asset_named_by(fields)  # resource_type, type, public_id checked: they make API paths and URLs
-        return cls(
-            public_id=ref.public_id,
-            asset_id=asset_id if isinstance(asset_id, str) and asset_id else None,
-            resource_type=ref.resource_type,
-            delivery_type=ref.delivery_type,
-            version=version if isinstance(version, int) and not isinstance(version, bool) else None,
-            folder=folder.strip("/"),
-            tags=tuple(tag for tag in _list(fields.get("tags")) if isinstance(tag, str)),
-        )
+        asset.version = version if isinstance(version, int) and not isinstance(version, bool) else None
+        asset.tags = tuple(tag for tag in _list(fields.get("tags")) if isinstance(tag, str))
+        return asset
 
     def picture(self) -> images.Picture:
         url = images.delivery_url(self.public_id, self.resource_type, self.delivery_type, self.version)
