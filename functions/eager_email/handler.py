@@ -15,6 +15,7 @@ Responds  200 done (sent; already_sent on a retry or replay) | 200 ignored (othe
 from __future__ import annotations
 
 import re
+from collections import namedtuple
 from collections.abc import Mapping
 
 from shared import idempotency, sendgrid_api
@@ -68,22 +69,12 @@ handler = handle.lambda_handler  # AWS Lambda (Function URL, API Gateway) entry 
 app = handle.wsgi_app  # WSGI entry point: Vercel, the local server, any WSGI host
 
 
-class Derivation:
-    """One entry of the notification's ``eager`` list, as the email shows it.
-    (A plain class, not a dataclass: importing ``dataclasses`` would slow every cold start.)"""
+class Derivation(namedtuple("Derivation", "transformation format width height bytes secure_url failed reason")):
+    """One entry of the notification's ``eager`` list, as the email shows it. (A named tuple, not a
+    dataclass: ``collections`` is loaded already, by ``collections.abc``; ``dataclasses`` would slow every
+    cold start.)"""
 
-    __slots__ = ("bytes", "failed", "format", "height", "reason", "secure_url", "transformation", "width")
-
-    def __init__(self, *, transformation: str, format: str | None, width: int | None, height: int | None,
-                 bytes: int | None, secure_url: str | None, failed: bool, reason: str | None) -> None:
-        self.transformation = transformation
-        self.format = format
-        self.width = width
-        self.height = height
-        self.bytes = bytes
-        self.secure_url = secure_url
-        self.failed = failed
-        self.reason = reason
+    __slots__ = ()
 
     @classmethod
     def from_entry(cls, entry: Mapping[str, Any]) -> Derivation:
