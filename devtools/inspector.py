@@ -10,7 +10,9 @@ secret) and sends it to any function, which records a new entry.
 
 Bounded: the newest ``MAX_ENTRIES`` entries in one SQLite file under ``.local/`` (``INSPECTOR_DB`` to put it
 elsewhere), created private (0600); a body is kept up to ``MAX_BODY_BYTES``, an answer up to ``MAX_ANSWER_BYTES``.
-Signature header values are kept only as a short prefix, cookies and authorization not at all.
+Signature header values are kept only as a short prefix, cookies and authorization not at all. A request only
+appends its entry to an in-memory queue (bounded: when full, the oldest waiting entry is dropped and counted);
+one writer thread inserts them in batches, and the pages flush that queue before they read.
 
 Loopback only: the pages and the replay answer only a client on this machine that names it (``Host``
 127.0.0.1, localhost or [::1]: no DNS-rebound name), whatever address ``serve`` listens on. Plain HTML rendered
@@ -21,7 +23,9 @@ server's per-process token. Development tooling: never bundled with or imported 
 
 from __future__ import annotations
 
+import atexit
 import base64
+import collections
 import contextlib
 import hmac
 import html
@@ -45,6 +49,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = PROJECT_ROOT / ".local" / "inspector.sqlite3"
 PATH_VARIABLE = "INSPECTOR_DB"
 MAX_ENTRIES = 200
+QUEUE_LIMIT = 1000  # entries waiting for the writer; beyond it the oldest waiting one is dropped
+BATCH_LIMIT = 200  # entries per transaction
 MAX_BODY_BYTES = 64 * 1024  # real notifications are a few KiB; a bigger body is kept cut (and not replayable)
 MAX_ANSWER_BYTES = 16 * 1024
 MAX_HEADER_CHARS = 1024
@@ -86,16 +92,27 @@ CREATE TABLE IF NOT EXISTS entries (
 # --- the store -------------------------------------------------------------------------------------
 
 class Store:
-    """The newest ``max_entries`` entries in a SQLite file: shared by `serve`'s threads and `listen`'s process."""
+    """The newest ``max_entries`` entries in a SQLite file: shared by `serve`'s threads and `listen`'s process.
 
-    def __init__(self, path: Path | str, max_entries: int = MAX_ENTRIES) -> None:
+    ``add`` only appends to an in-memory queue (at most ``queue_limit`` entries; when it is full the oldest
+    waiting entry is dropped and counted, a request never waits); one writer thread per store, with one
+    long-lived connection, inserts what is waiting in batches, one transaction each. The reads (``latest``,
+    ``get``, ``newest_id``) ``flush`` first, so a page shows what this process has just recorded."""
+
+    def __init__(self, path: Path | str, max_entries: int = MAX_ENTRIES, queue_limit: int = QUEUE_LIMIT) -> None:
         self.path = Path(path)
         self.max_entries = max_entries
+        self.queue_limit = queue_limit
+        self.dropped = 0  # entries dropped because the queue was full
         self._ready = False
         self._lock = threading.Lock()
+        self._pending: collections.deque[tuple[Mapping[str, Any], list[int | None] | None]] = collections.deque()
+        self._changed = threading.Condition()
+        self._queued = 0  # entries ever queued
+        self._done = 0  # of those: written, dropped or failed
+        self._writer: threading.Thread | None = None
 
-    @contextlib.contextmanager
-    def _connect(self) -> Any:
+    def _open(self) -> sqlite3.Connection:
         if not self._ready:
             with self._lock:
                 if not self._ready:
@@ -109,35 +126,100 @@ class Store:
                     self._ready = True
         connection = sqlite3.connect(self.path, timeout=5)
         connection.row_factory = sqlite3.Row
-        connection.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per notification, still never corrupt
+        connection.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per batch, still never corrupt
+        return connection
+
+    @contextlib.contextmanager
+    def _connect(self) -> Any:
+        connection = self._open()
         try:
             yield connection
         finally:
             connection.close()
 
-    def add(self, entry: Mapping[str, Any]) -> int:
-        columns = list(entry)
-        with self._connect() as connection:
-            cursor = connection.execute(
-                f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608
-                [entry[column] for column in columns])
-            new_id = int(cursor.lastrowid or 0)
-            connection.execute("DELETE FROM entries WHERE id <= ?", (new_id - self.max_entries,))
-            connection.commit()
-        return new_id
+    def add(self, entry: Mapping[str, Any], *, wait: bool = False) -> int | None:
+        """Queue ``entry`` for the writer; with ``wait``, wait until it is written and return its id (None if
+        it could not be)."""
+        ticket: list[int | None] | None = [] if wait else None
+        with self._changed:
+            if len(self._pending) >= self.queue_limit:
+                _, dropped_ticket = self._pending.popleft()
+                if dropped_ticket is not None:
+                    dropped_ticket.append(None)
+                self.dropped += 1
+                self._done += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("inspector: %d notification(s) not recorded so far (the writer is behind)",
+                                self.dropped)
+            self._pending.append((entry, ticket))
+            self._queued += 1
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_loop, name="inspector-writer", daemon=True)
+                self._writer.start()
+                atexit.register(self.flush)  # `listen` exits: what it drained last is still written
+            self._changed.notify_all()
+        if ticket is None:
+            return None
+        self.flush()
+        return ticket[0] if ticket else None
+
+    def flush(self, timeout: float | None = 10) -> bool:
+        """Wait until every entry queued so far is written (or dropped); False if ``timeout`` passed first."""
+        with self._changed:
+            target = self._queued
+            return self._changed.wait_for(lambda: self._done >= target, timeout)
+
+    def _write_loop(self) -> None:
+        connection: sqlite3.Connection | None = None
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._pending))
+                batch = [self._pending.popleft() for _ in range(min(len(self._pending), BATCH_LIMIT))]
+            ids: list[int | None] = [None] * len(batch)
+            try:
+                if connection is None:
+                    connection = self._open()
+                ids = list(self._insert(connection, [entry for entry, _ in batch]))
+            except Exception:
+                log.warning("inspector: could not record %d notification(s)", len(batch), exc_info=True)
+                if connection is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.close()
+                connection = None
+            with self._changed:
+                for (_, ticket), new_id in zip(batch, ids, strict=True):
+                    if ticket is not None:
+                        ticket.append(new_id)
+                self._done += len(batch)
+                self._changed.notify_all()
+
+    def _insert(self, connection: sqlite3.Connection, entries: list[Mapping[str, Any]]) -> list[int | None]:
+        ids: list[int | None] = []
+        with connection:  # one transaction: committed, or rolled back as a whole
+            for entry in entries:
+                columns = list(entry)
+                cursor = connection.execute(
+                    f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608
+                    [entry[column] for column in columns])
+                ids.append(int(cursor.lastrowid or 0))
+            connection.execute("DELETE FROM entries WHERE id <= ?", (max(ids or [0]) - self.max_entries,))
+        return ids
 
     def latest(self, limit: int | None = None) -> list[dict[str, Any]]:
+        self.flush()
         with self._connect() as connection:
             rows = connection.execute("SELECT * FROM entries ORDER BY id DESC LIMIT ?",
                                       (limit or self.max_entries,)).fetchall()
         return [dict(row) for row in rows]
 
     def get(self, entry_id: int) -> dict[str, Any] | None:
+        self.flush()
         with self._connect() as connection:
             row = connection.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
         return dict(row) if row else None
 
     def newest_id(self) -> int:
+        self.flush()
         with self._connect() as connection:
             row = connection.execute("SELECT MAX(id) FROM entries").fetchone()
         return int(row[0] or 0)
@@ -160,11 +242,12 @@ def default_store() -> Store:
 
 def record(*, function: str, body: bytes, headers: Iterable[tuple[str, str]], status: int, answer: Any,
            ms: float, source: str = "http", method: str = "POST", path: str = "", replay_of: int | None = None,
-           store: Store | None = None) -> int | None:
-    """Record one notification and its answer; returns the entry's id (None if it could not be recorded).
+           store: Store | None = None, wait: bool = False) -> int | None:
+    """Record one notification and its answer: queued for the store's writer, so the request waits for no disk.
 
-    ``answer``: the function's answer body (bytes, a JSON text, or a dict). Never raises: the inspector must
-    not change what a delivery does."""
+    With ``wait``, waits until it is written and returns the entry's id (None if it could not be recorded; None
+    always without ``wait``). ``answer``: the function's answer body (bytes, a JSON text, or a dict). Never
+    raises: the inspector must not change what a delivery does."""
     try:
         headers = list(headers)
         verdict, detail = signature_verdict(body, headers)
@@ -183,7 +266,7 @@ def record(*, function: str, body: bytes, headers: Iterable[tuple[str, str]], st
             "body": bytes(body[:MAX_BODY_BYTES]), "body_size": len(body),
             "answer": answer_text[:MAX_ANSWER_BYTES], "replay_of": replay_of,
         }
-        return (store or default_store()).add(entry)
+        return (store or default_store()).add(entry, wait=wait)
     except Exception:
         log.warning("inspector: could not record a notification", exc_info=True)
         return None
@@ -361,9 +444,10 @@ class Inspector:
 
     def record_request(self, environ: Mapping[str, Any], function: str, body: bytes, status: int, answer: bytes,
                        ms: float) -> int | None:
-        """Record a request the Router answered (a replay says so in its environ)."""
+        """Record a request the Router answered (a replay says so in its environ, and waits for its entry's id)."""
+        source = str(environ.get("devtools.inspector.source", "http"))
         return record(function=function, body=body, headers=request_headers(environ), status=status, answer=answer,
-                      ms=ms, source=str(environ.get("devtools.inspector.source", "http")),
+                      ms=ms, source=source, wait=source == "replay",
                       method=str(environ.get("REQUEST_METHOD", "POST")), path=str(environ.get("PATH_INFO", "")),
                       replay_of=environ.get("devtools.inspector.replay_of"), store=self.store)
 

@@ -353,6 +353,29 @@ def test_the_store_keeps_the_newest_entries_in_a_private_file(tmp_path):
     assert stat.S_IMODE((tmp_path / "deep" / "inspector.sqlite3").stat().st_mode) == 0o600
 
 
+def test_recording_only_queues_and_one_writer_inserts_in_batches(tmp_path):
+    store = inspector.Store(tmp_path / "inspector.sqlite3", max_entries=5)
+    for number in range(20):
+        assert inspector.record(function="hello_tag", body=b"{}", headers=[], status=200, answer=b"{}", ms=number,
+                                store=store) is None  # queued: no id, no wait
+    assert store.flush()
+    assert [entry["ms"] for entry in store.latest()] == [19.0, 18.0, 17.0, 16.0, 15.0]
+    assert store.dropped == 0 and sum(thread.name == "inspector-writer" for thread in threading.enumerate()) >= 1
+    new_id = inspector.record(function="hello_tag", body=b"{}", headers=[], status=200, answer=b"{}", ms=1,
+                              store=store, wait=True)
+    assert new_id == 21 and store.newest_id() == 21
+
+
+def test_a_full_queue_drops_its_oldest_entry_instead_of_making_a_request_wait(tmp_path):
+    store = inspector.Store(tmp_path / "inspector.sqlite3", queue_limit=3)
+    with store._changed:  # the writer cannot take anything while this is held: every add must still return
+        for number in range(5):
+            inspector.record(function="f", body=b"{}", headers=[], status=200, answer=b"{}", ms=number, store=store)
+        assert store.dropped == 2 and len(store._pending) == 3
+    assert store.flush()
+    assert [entry["ms"] for entry in store.latest()] == [4.0, 3.0, 2.0]
+
+
 def test_a_big_answer_is_kept_cut(tmp_path):
     store = inspector.Store(tmp_path / "inspector.sqlite3")
     inspector.record(function="f", body=b"x" * (inspector.MAX_BODY_BYTES * 3), headers=[("X-Big", "v" * 5000)],
@@ -388,6 +411,7 @@ def test_a_recording_failure_never_changes_the_answer(served, tmp_path, caplog):
     served.store._ready = True
 
     status, answer = served.send()
+    served.store.flush()  # the writer thread tried, and failed, after the answer was sent
 
     assert status == 200 and answer["status"] == "dry_run"
     assert "could not record" in caplog.text
