@@ -45,10 +45,19 @@ def _raw(name: str) -> object:
     return _ENVIRON_DATA.get(encoded)
 
 
+_encoded_keys: dict[str, tuple[bytes, ...]] = {}
+
+
 def parsed_once(key: str, names: tuple[str, ...], parse: Callable[[], T]) -> T:
     """``parse()`` (which reads ``names`` from os.environ), kept until one of their raw values changes.
     A parse that raises (a ConfigError) is not kept: it raises again on the next request."""
-    raw = tuple(_raw(name) for name in names)
+    if _ENVIRON_DATA is not None:
+        encoded = _encoded_keys.get(key)
+        if encoded is None:
+            encoded = _encoded_keys[key] = tuple(os.fsencode(name) for name in names)
+        raw: tuple[object, ...] = tuple(map(_ENVIRON_DATA.get, encoded))
+    else:
+        raw = tuple(os.environ.get(name) for name in names)
     kept = _parsed.get(key)
     if kept is not None and kept[0] == raw:
         return kept[1]  # type: ignore[return-value]

@@ -73,7 +73,8 @@ def verify(
 
     Raises ``SignatureError`` (with a distinct reason per failure) or ``NoSecretConfigured``.
     """
-    usable_secrets = [secret for secret in secrets if secret]
+    # (A list of usable secrets, the wrapper's case, is used as it is: one less list per request.)
+    usable_secrets = secrets if isinstance(secrets, list) and all(secrets) else [secret for secret in secrets if secret]
     if not usable_secrets:
         raise NoSecretConfigured("no notification signing secret is configured")
     if timestamp is None or timestamp == "":
@@ -98,7 +99,7 @@ def verify(
         raise SignatureError("malformed_signature",
                              f"The {SIGNATURE_HEADER} header is not a hex SHA-1 or SHA-256 digest.")
 
-    presented = signature.lower().encode("ascii")
+    presented = signature.lower()  # ASCII (checked above): compare_digest compares such strings directly
     signed_prefix = digest(body)  # hashed once, then copied per secret: rotation costs no re-hash of the body
     signed_prefix.update(timestamp.encode("ascii"))
     matched = False
@@ -106,7 +107,7 @@ def verify(
     for secret in usable_secrets:
         candidate = signed_prefix.copy()
         candidate.update(secret.encode("utf-8"))
-        matched |= hmac.compare_digest(candidate.hexdigest().encode("ascii"), presented)
+        matched |= hmac.compare_digest(candidate.hexdigest(), presented)
     if matched:
         return
     # Only a failed match pays for telling a malformed header from a wrong signature.
