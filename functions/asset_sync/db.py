@@ -346,10 +346,10 @@ class Store:
         if self.dialect == "sqlite":
             self._connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
         else:
-            self._connection.execute("BEGIN")
+            # One round trip (a simple query holding three statements; BEGIN opens the block the SETs are in).
             # SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read back
             # near the year-1 and year-9999 limits stay within what Python represents.
-            self._connection.execute(f"SET LOCAL statement_timeout = {int(self.timeout * 1000)}; "
+            self._connection.execute(f"BEGIN; SET LOCAL statement_timeout = {int(self.timeout * 1000)}; "
                                      "SET LOCAL TimeZone = 'UTC'")
 
     def _commit(self) -> None:
@@ -413,26 +413,28 @@ class Store:
         that it continues an event a spent time budget left partly applied. See the module docstring."""
         deadline = None if budget is None else clock() + budget
         with self.transaction():
-            inserted = self.execute(
-                "INSERT INTO cloudinary_events (dedupe_key, notification_type, asset_id, event_clock, "
-                "received_at, payload, signature_timestamp, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                (event.dedupe_key, event.notification_type, storage_key(event.asset_id) if event.asset_id else None,
-                 event.event_clock, event.received_at, event.payload, event.signature_timestamp, event.signature),
-            ).fetchone()
+            insert = ("INSERT INTO cloudinary_events (dedupe_key, notification_type, asset_id, event_clock, "
+                      "received_at, payload, signature_timestamp, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                      "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
+            values = (event.dedupe_key, event.notification_type,
+                      storage_key(event.asset_id) if event.asset_id else None, event.event_clock, event.received_at,
+                      event.payload, event.signature_timestamp, event.signature)
+            # A value the database refuses for good must not take the event row down with it: the changes are
+            # applied after a savepoint, set in the same round trip as the statement before it.
+            inserted = self._then_savepoint(insert, values)
             start = 0
             if inserted is None:
                 lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-                found = self.execute("SELECT id, event_clock, state, progress, detail FROM cloudinary_events "  # noqa: S608
-                                     f"WHERE dedupe_key = ?{lock}", (event.dedupe_key,)).fetchone()
+                # Set again after the lock (PostgreSQL): a rollback to it keeps the event row locked.
+                found = self._then_savepoint("SELECT id, event_clock, state, progress, detail "  # noqa: S608
+                                             f"FROM cloudinary_events WHERE dedupe_key = ?{lock}",
+                                             (event.dedupe_key,), again=True)
                 if found["state"] != "partial":
                     return Outcome(duplicate=True, quarantined=found["detail"] if found["state"] == "quarantined"
                                    else None)
                 event_id, start, event_clock = found["id"], found["progress"] or 0, found["event_clock"]
             else:
                 event_id, event_clock = inserted["id"], event.event_clock
-            # A value the database refuses for good must not take the event row down with it.
-            self.execute("SAVEPOINT apply")
             try:
                 outcome = self.apply(plan, event_clock, start=start, deadline=deadline)
             except Exception as error:
@@ -450,6 +452,20 @@ class Store:
                 self.execute("UPDATE cloudinary_events SET state = 'applied', progress = NULL WHERE id = ?",
                              (event_id,))
             return outcome
+
+    def _then_savepoint(self, statement: str, params: Sequence[Any], *, again: bool = False) -> Any:
+        """The first row of ``statement``, then ``SAVEPOINT apply``. PostgreSQL: both in one round trip (pipeline
+        mode; the savepoint needs no answer). SQLite: the savepoint only the first time (``again``: no row locks
+        to keep, its write lock covers the whole transaction)."""
+        if self.dialect == "postgresql":
+            with self._connection.pipeline():
+                cursor = self.execute(statement, params)
+                self._connection.execute("SAVEPOINT apply")
+            return cursor.fetchone()
+        row = self.execute(statement, params).fetchone()
+        if not again:
+            self.execute("SAVEPOINT apply")
+        return row
 
     def record_batch(self, items: Sequence[tuple[Event, Plan]],
                      then: Callable[[Store], None] | None = None) -> dict[str, int]:
@@ -652,6 +668,10 @@ class Store:
             params.append((*(row[column] for column in ASSET_COLUMNS),
                            json.dumps(state, ensure_ascii=False, separators=(",", ":")), now, key))
         assignments = ", ".join(f"{column} = ?" for column in ASSET_COLUMNS)
+        if len(params) == 1:  # one row (most notifications): a plain execute costs less than a pipelined batch
+            self.execute(f"UPDATE cloudinary_assets SET {assignments}, sync_state = ?, updated_at = ? "  # noqa: S608
+                         "WHERE asset_id = ?", params[0])
+            return
         self.executemany(f"UPDATE cloudinary_assets SET {assignments}, sync_state = ?, updated_at = ? "  # noqa: S608
                          "WHERE asset_id = ?", params)
 
