@@ -88,7 +88,31 @@ def measure(seconds: float = 2.0) -> dict:
             os.environ.pop("CLOUDINARY_URL", None)
         else:
             os.environ["CLOUDINARY_URL"] = saved
-    return {"body_bytes": len(body), **rates}
+    return {"body_bytes": len(body), **rates, "instructions": instructions()}
+
+
+def instructions(calls: int = 10000) -> dict | None:
+    """Instructions per call of the wrapper's step and of raw hashlib, counted by valgrind's callgrind: the same
+    for the same code whatever else the machine does (times on a shared machine are not). None without valgrind.
+    Each variant runs twice, with 1,000 and 1,000 + ``calls`` calls, so start-up and the loop cancel out."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("valgrind") is None:
+        return None
+
+    def collected(variant: str, count: int) -> int:
+        done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                               "-m", "bench._verify_probe", variant, str(count)],
+                              capture_output=True, text=True, check=True)
+        return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
+
+    per_call = {variant: (collected(variant, 1000 + calls) - collected(variant, 1000)) / calls
+                for variant in ("nothing", "raw", "step")}
+    loop = per_call.pop("nothing")
+    return {variant: count - loop for variant, count in per_call.items()}
 
 
 def report(result: dict) -> str:
@@ -123,4 +147,22 @@ def report(result: dict) -> str:
         "The issue's anchors (2026-11, quoted): raw hashlib 2.1 µs; pycloudinary's own check 4.5 µs; "
         "`shared.verify` then 3.55 µs and the wrapper's whole signature step 11 µs (settings re-read per request).",
         "",
+        *_instruction_lines(result.get("instructions")),
     ])
+
+
+def _instruction_lines(counted: dict | None) -> list[str]:
+    if not counted:
+        return ["Instruction counts: not measured (valgrind is not installed).", ""]
+    ratio = counted["step"] / counted["raw"]
+    return [
+        "The same comparison in instructions per call, counted by valgrind's callgrind (repeatable whatever else "
+        "the machine is doing; times above are from a shared machine):",
+        "",
+        "| what | instructions per call | ratio (goal: <= 2x) |",
+        "|---|---|---|",
+        f"| raw hashlib SHA-1 + compare_digest | {counted['raw']:,.0f} | 1.00x |",
+        f"| the wrapper's whole signature step | {counted['step']:,.0f} | **{ratio:.2f}x**: "
+        f"{'holds' if ratio <= 2 else '**not met**'} |",
+        "",
+    ]
