@@ -1,6 +1,7 @@
 """Burst: 1,000 signed notifications across every function from 32 concurrent clients to
 `python -m shared serve` on loopback (DRY_RUN=1, demo mode: no outbound call). Bounded in count and time
-(bench/burst.py stops by itself after 120 s); `make bench` reports its throughput and latency."""
+(bench/burst.py stops by itself after 120 s). Every request answered right is what this asserts; throughput
+and latency are measured by `make bench` with a load generator that is not the bottleneck (bench/load.py, wrk)."""
 
 from __future__ import annotations
 
