@@ -73,8 +73,13 @@ def goals(accepted: Any, load: Any, rate: Any, speed: Any, calls: Any) -> str:
                          verdict_of(scenario, wall, mib)))
     if speed:
         ratio = speed["raw"] / speed["step"]
-        rows.append(("the wrapper's signature step, 2 KB body", f"{ratio:.2f}x raw hashlib (<= 2x)",
-                     "holds" if ratio <= 2 else "**not met**"))
+        rows.append(("the wrapper's signature step, 2 KB body: time", f"{ratio:.2f}x raw hashlib (<= 2x)",
+                     "holds" if ratio <= 2 else "**not met** (by time, on a shared machine)"))
+        counted = speed.get("instructions")
+        if counted:
+            ratio = counted["step"] / counted["raw"]
+            rows.append(("the wrapper's signature step, 2 KB body: instructions (callgrind, repeatable)",
+                         f"{ratio:.2f}x raw hashlib (<= 2x)", "holds" if ratio <= 2 else "**not met**"))
     if load and "servers" in load:
         for name, data in load["servers"].items():
             if "runs" in data:
