@@ -343,12 +343,13 @@ def report(results: dict[str, Any]) -> str:
             f"| {'holds' if p99 <= 20000 else '**not met**'} |")
     if "serve" in results["servers"]:
         lines += [
-            "", "`serve` records every request for its inspector (devtools/inspector.py: per request a new SQLite "
-            "connection, an insert, a delete and a commit into .local/): with 32 requests at once, the writers "
-            "queue on SQLite's write lock, whose busy handler sleeps in steps of up to 100 ms, and that is its "
-            "p99 (py-spy on the server under this load, once on 2026-11-30, not repeated by `make bench`: ~40% "
-            "of its samples in the inspector's Store.add and _connect). The row without the inspector is the "
-            "same server and router otherwise; what is left there is one Python process for everything (a "
+            "", "`serve` records every request for its inspector (devtools/inspector.py): the request only builds "
+            "the entry (its signature verdict, the parsed body, redacted headers) and queues it; one background "
+            "thread writes the queue to SQLite in batches (until 2026-11-30 each request opened a connection and "
+            "committed, and 32 writers queued on SQLite's lock: p99 278-731 ms then). The rest of the difference "
+            "to the row without the inspector is building the entry and that thread's share of the one "
+            "interpreter. The row without the inspector is the same server and router otherwise; what is left "
+            "there is one Python process for everything (a "
             "thread per connection, one core at a time), where the app's own share is "
             f"{results.get('app_us', 0):.0f} µs a request (the same requests through the router in one process, "
             "no HTTP: measured by this section). Under 20 ms here: a process per core."]
