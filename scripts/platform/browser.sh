@@ -11,31 +11,12 @@
 # no network). Installing Chromium needs root (apt-get); as another user the script says what to install.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/platform/lib/common.sh
 umask 022
 
 source_dir=tests/platform/browser
 target=.cache/platform/browser
 stamp="$target/.stamp"
-
-fail() {
-  echo "" >&2
-  echo "########################################################################################" >&2
-  echo "scripts/platform/browser.sh: $*" >&2
-  echo "########################################################################################" >&2
-  exit 1
-}
-
-apt_install() {  # apt_install PACKAGE...: as root, with apt-get; otherwise a failure naming the command
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "browser.sh: installing Debian's $*" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 \
-      || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } \
-      || fail "apt-get could not install $*"
-  else
-    fail "$* missing: install them as root (Debian: apt-get install $*)"
-  fi
-}
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -12,38 +12,13 @@
 # LD_LIBRARY_PATH starts with /var/lang/lib, its Python's lib/, too).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/platform/lib/common.sh
 umask 022
 
 AWSLAMBDARIC_VERSION=4.2.2  # latest 4.2.x on PyPI
 BOTO3_VERSION=1.44.8        # stands in for the SDK the python3.12 runtime provides
 venv=.cache/platform/lambda-py312
 stamp="$venv/.stamp"
-
-fail() {
-  echo "" >&2
-  echo "########################################################################################" >&2
-  echo "scripts/platform/lambda.sh: $*" >&2
-  echo "########################################################################################" >&2
-  exit 1
-}
-
-is_python312() {
-  [ -x "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1
-}
-
-find_python312() {
-  local candidate
-  # python3.12 on PATH may be a pyenv shim that refuses to run: every candidate is tried, not just found.
-  for candidate in "$(command -v python3.12 2>/dev/null || true)" \
-      $(ls -d "${HOME:-/nonexistent}"/.pyenv/versions/3.12*/bin/python3 /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null \
-        | sort -V -r); do
-    if [ -n "$candidate" ] && is_python312 "$candidate"; then
-      echo "$candidate"
-      return 0
-    fi
-  done
-  return 1
-}
 
 # Runs "$@" as the unprivileged user Lambda-like runs use (only when we are root: otherwise we already are one).
 as_nobody() {

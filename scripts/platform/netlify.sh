@@ -11,32 +11,14 @@
 # @netlify/config 25 needs Node 22.12+; 24.6.0, the last release for Node 18.14+, runs on Debian's Node 20.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/platform/lib/common.sh
 umask 022
 
 source_dir=tests/platform/sam_netlify
 target=.cache/platform/netlify
 stamp="$target/.stamp"
 
-fail() {
-  echo "" >&2
-  echo "########################################################################################" >&2
-  echo "scripts/platform/netlify.sh: $*" >&2
-  echo "########################################################################################" >&2
-  exit 1
-}
-
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "netlify.sh: installing Debian's nodejs and npm" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null \
-      || fail "apt-get could not install nodejs and npm"
-  else
-    fail "node and npm are missing: install Node.js 18.14 or newer (Debian: apt-get install nodejs npm)"
-  fi
-fi
-node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 18 || (a === 18 && b >= 14) ? 0 : 1)' \
-  || fail "Node $(node --version) is too old: @netlify/config 24 needs Node 18.14 or newer"
+ensure_node 18 14  # @netlify/config 24
 
 wanted="$( { cat "$0" "$source_dir/package.json" "$source_dir/package-lock.json"; node --version; } \
   | sha256sum | cut -c1-64)"

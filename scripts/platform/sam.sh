@@ -9,6 +9,7 @@
 # Cached by a stamp: a second run with the same pins and the same Python does nothing (and needs no network).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/platform/lib/common.sh
 umask 022
 
 AWS_SAM_TRANSLATOR_VERSION=1.115.0   # aws-sam-cli 1.170.0 pins aws-sam-translator==1.115.0
@@ -16,14 +17,6 @@ CFN_LINT_VERSION=1.58.0              # aws-sam-cli 1.170.0 accepts cfn-lint>=1.5
 CFN_LINT_SERVERLESS_VERSION=0.3.6    # needs cfn-lint>=1.57.0,<2
 venv=.cache/platform/sam
 stamp="$venv/.stamp"
-
-fail() {
-  echo "" >&2
-  echo "########################################################################################" >&2
-  echo "scripts/platform/sam.sh: $*" >&2
-  echo "########################################################################################" >&2
-  exit 1
-}
 
 python_bin="${PYTHON:-python3}"
 version="$("$python_bin" -c 'import platform; print(platform.python_version())')" \

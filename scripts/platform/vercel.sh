@@ -18,6 +18,7 @@
 # fail, asking for this script, until it has. Installs Node.js from Debian (apt-get) only when `node` is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/platform/lib/common.sh
 umask 022
 
 UV_VERSION=0.10.11  # = UV_VERSION in @vercel/python 25.0.0's dist/index.js (the tests check that it still is)
@@ -29,46 +30,12 @@ uv_cache="$cache/vercel-uv-cache"
 stamp="$cache/vercel.stamp"
 here=tests/platform/vercel
 
-fail() {
-  echo "" >&2
-  echo "########################################################################################" >&2
-  echo "scripts/platform/vercel.sh: $*" >&2
-  echo "########################################################################################" >&2
-  exit 1
-}
-
-is_python312() {
-  [ -x "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1
-}
-
-find_python312() {
-  local candidate
-  # python3.12 on PATH may be a pyenv shim that refuses to run: every candidate is tried, not just found.
-  for candidate in "$(command -v python3.12 2>/dev/null || true)" \
-      $(ls -d "$HOME"/.pyenv/versions/3.12*/bin/python3 /root/.pyenv/versions/3.12*/bin/python3 2>/dev/null \
-        | sort -V -r); do
-    if [ -n "$candidate" ] && is_python312 "$candidate"; then
-      echo "$candidate"
-      return 0
-    fi
-  done
-  return 1
-}
-
 python312="$(find_python312)" || fail "no Python 3.12 found (tried python3.12 on PATH, ~/.pyenv/versions/3.12*, \
 /root/.pyenv/versions/3.12*). @vercel/python builds this project for python3.12 and vercel-runtime needs >= 3.12: \
 install Python 3.12 (e.g. pyenv install 3.12) and run this again."
 
-if ! command -v node >/dev/null 2>&1; then
-  [ "$(id -u)" = 0 ] || fail "node is missing: install Node.js 20+ (Debian: apt-get install nodejs npm) and run this again."
-  echo "vercel.sh: node is missing; installing Node.js from Debian (apt-get install nodejs npm)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm >/dev/null \
-    || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm >/dev/null; } \
-    || fail "could not install Node.js with apt-get"
-fi
-command -v npm >/dev/null 2>&1 || fail "npm is missing (Debian: apt-get install npm)"
+ensure_node 18  # @vercel/python
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
-[ "$node_major" -ge 18 ] || fail "Node.js $(node --version) is too old for @vercel/python: install Node.js 20+"
 [ "$node_major" -ge 20 ] || echo "vercel.sh: warning: Node.js $(node --version); Vercel builds with 20+" >&2
 
 base="$("$python312" -c 'import sys; print(sys.base_prefix)')"
