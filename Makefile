@@ -12,7 +12,7 @@ test:  ## lint and run the whole test suite (starts a throwaway PostgreSQL for a
 	@bash scripts/test.sh
 
 test-fast:  ## the quick loop while editing (< 30 s): no PostgreSQL, bundles, platform tools or robustness suites
-	@bash -c 'source scripts/venv.sh && .venv/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not postgres and not bundle and not platform"'
+	@bash -c 'source scripts/venv.sh && .venv/bin/python -m pytest -q -p no:cacheprovider -n auto -m "not slow and not postgres and not bundle and not platform"'
 
 bench:  ## regenerate BENCHMARKS.md
 	@bash scripts/bench.sh

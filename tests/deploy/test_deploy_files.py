@@ -33,6 +33,7 @@ def test_deploy_files_are_up_to_date():
         assert path.read_text() == expected, f"{path.relative_to(ROOT)} is stale: run `python -m shared deploy-files`"
 
 
+@pytest.mark.slow
 def test_template_passes_cfn_lint():
     result = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(ROOT / "template.yaml")],
                             capture_output=True, text=True, check=False)

@@ -90,6 +90,7 @@ def test_a_wrong_delivery_setting_is_refused_by_name(settings):
         deploy.template_data(config_with(hello_tag=settings))
 
 
+@pytest.mark.slow
 def test_the_poll_template_passes_cfn_lint(tmp_path):
     template = tmp_path / "template.yaml"
     template.write_text(deploy.render_template(POLL))

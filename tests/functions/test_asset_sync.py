@@ -734,6 +734,7 @@ def realistic_notifications(count: int, seed: int = 8) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.slow
 def test_1000_shuffled_notifications_with_duplicates_give_the_in_order_mirror(database):
     notifications = realistic_notifications(1000)
     for payload in notifications:

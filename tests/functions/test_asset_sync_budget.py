@@ -65,6 +65,7 @@ class Statements:
         monkeypatch.setattr(db, "clock", lambda: self.now)
 
 
+@pytest.mark.slow
 def test_8000_assets_in_one_notification_are_written_in_batches(database, monkeypatch, capsys):
     monkeypatch.setenv("WEBHOOK_MAX_BODY_BYTES", str(2 * 1024 * 1024))
     statements = Statements(monkeypatch)

@@ -530,6 +530,7 @@ PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=N
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(changes=changes_strategy, echo_delays=st.lists(st.integers(0, 900_000), max_size=20))
 def test_checking_every_notification_a_stamp_never_moves_backwards(stand_in, monkeypatch, changes, echo_delays):
@@ -551,6 +552,7 @@ def test_checking_every_notification_a_stamp_never_moves_backwards(stand_in, mon
     assert {public_id: stamp_ms(stand_in.stamps[public_id]) for public_id in last} == last
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(changes=changes_strategy, echo_delays=st.lists(st.integers(0, 900_000), max_size=20))
 def test_by_default_a_late_notification_never_moves_a_stamp_backwards(stand_in, monkeypatch, changes, echo_delays):

@@ -496,6 +496,7 @@ def test_send_signs_the_file_bytes_as_cloudinary_does(tmp_path, monkeypatch):
 
 # --- serve + send, as a newcomer runs them, on a copy with no credentials --------------------------------
 
+@pytest.mark.slow
 def test_serve_and_send_on_a_fresh_copy_with_no_credentials(tmp_path):
     import queue
 

@@ -343,6 +343,7 @@ def test_an_idle_connection_is_closed_without_an_answer_or_a_line(serve):
     assert served.lines == []
 
 
+@pytest.mark.slow
 def test_handlers_are_bounded_and_a_request_beyond_them_waits_its_turn(serve):
     served = serve(read_timeout=0.3, max_connections=3)
     baseline = handler_threads()
