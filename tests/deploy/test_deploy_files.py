@@ -66,6 +66,7 @@ def _plain(value):
     return value
 
 
+@pytest.mark.slow
 def test_deploy_files_are_serialized_not_spliced():
     """Values with quotes, colons, hashes, braces and newlines come back exactly as written: template.yaml read by
     cfn-lint's CloudFormation YAML reader (short tags included), netlify.toml by tomllib."""
@@ -125,6 +126,7 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_netlify_proxy_rules_deliver_body_and_signature_headers_untouched(monkeypatch):
     """Play the Netlify proxy: apply each rule of netlify.toml to a signed notification and forward it,
     byte for byte, to the local server standing in for the deployment. The function verifies the

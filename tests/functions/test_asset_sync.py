@@ -820,6 +820,7 @@ def test_merge_gives_the_same_row_for_any_arrival_order_with_repeats():
     check()
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_through_the_local_server(database, monkeypatch):
     from functions.asset_sync.bench import run
 

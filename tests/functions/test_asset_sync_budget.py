@@ -89,6 +89,7 @@ def test_8000_assets_in_one_notification_are_written_in_batches(database, monkey
     assert len(action["assets"]) <= 50 and action["assets_total"] == 8000
 
 
+@pytest.mark.slow
 def test_when_the_budget_runs_out_the_retry_finishes_without_doubling_anything(database, monkeypatch):
     body = tags_change(2000)
     reference = _applied_without_a_budget(database, monkeypatch, body)

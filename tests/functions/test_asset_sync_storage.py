@@ -339,6 +339,7 @@ def test_the_dedupe_key_of_a_deep_payload_is_the_canonical_hash():
     assert key == dedupe_key(reordered) != dedupe_key(shallow)
 
 
+@pytest.mark.slow
 def test_canonical_json_without_recursion_equals_json_dumps():
     from hypothesis import given, settings
     from hypothesis import strategies as st

@@ -306,6 +306,7 @@ def test_a_content_length_longer_than_the_body_is_408_not_a_hang(serve):
     assert "408 request_timeout" in served.wait_for_lines(1)[0]
 
 
+@pytest.mark.slow
 def test_a_client_trickling_bytes_cannot_outlast_the_deadline(serve):
     """Each byte arrives well within the timeout; the whole request does not."""
     served = serve(read_timeout=0.4)
