@@ -21,6 +21,8 @@ from shared.errors import DependencyUnavailable
 
 DEFAULT_BUDGET_SECONDS = 15.0
 MIN_CALL_SECONDS = 1.0
+LAMBDA_MARGIN_SECONDS = 1.0  # a request answers and logs this long before Lambda's own timeout cuts it off
+SCHEDULED_MARGIN_SECONDS = 2.0  # a scheduled task (a poll drain, a reconcile) stops this long before it
 
 clock = time.monotonic
 _request = threading.local()
@@ -62,3 +64,10 @@ def call_timeout(what: str, preferred: float) -> float:
     """The timeout of one outbound call: ``preferred``, cut to what is left of the budget."""
     check(what)
     return min(preferred, remaining())
+
+
+def lambda_seconds_left(context: object, margin: float) -> float | None:
+    """Seconds a Lambda invocation has left, less ``margin`` (to answer and log before Lambda's own timeout
+    cuts it off); None where the platform does not say (WSGI hosts, tests without a context)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return None if remaining is None else remaining() / 1000 - margin

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from shared import config
+from shared import budget, config
 from shared.errors import ConfigError
 from shared.events import Headers, Request, Response
 
@@ -56,7 +56,6 @@ LONG_POLL_SLACK_SECONDS = 10.0  # the client waits this much longer than the ser
 BACKOFF_INITIAL_SECONDS = 1.0
 BACKOFF_RATE_LIMITED_SECONDS = 10.0
 BACKOFF_CAP_SECONDS = 60.0
-SCHEDULED_MARGIN_SECONDS = 2.0  # a scheduled drain stops this long before the platform's timeout
 DEFAULT_CRON_DRAIN_SECONDS = 12.0  # Vercel: vercel.json gives the functions 15 s
 SLEEP = time.sleep  # how a scheduled drain waits before a retry, and
 CLOCK = time.monotonic  # what it measures its time with (tests replace both)
@@ -570,11 +569,8 @@ def scheduled_drain(webhook: Webhook, seconds: float, trigger: str, **options: A
 def lambda_drain(webhook: Webhook, context: Any) -> dict[str, Any]:
     """A scheduled Lambda invocation: drain for the invocation's remaining time minus a margin. A channel that
     cannot be drained raises (the invocation fails, and shows in the function's Errors metric)."""
-    if hasattr(context, "get_remaining_time_in_millis"):
-        seconds = context.get_remaining_time_in_millis() / 1000 - SCHEDULED_MARGIN_SECONDS
-    else:
-        seconds = DEFAULT_CRON_DRAIN_SECONDS
-    return scheduled_drain(webhook, seconds, "schedule")
+    seconds = budget.lambda_seconds_left(context, budget.SCHEDULED_MARGIN_SECONDS)
+    return scheduled_drain(webhook, DEFAULT_CRON_DRAIN_SECONDS if seconds is None else seconds, "schedule")
 
 
 def is_cron_request(request: Request) -> bool:

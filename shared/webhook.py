@@ -224,9 +224,7 @@ class Webhook:
             response = self._error_response(error)
             self._log_line(None, None, "rejected", response.status, started, {"error": error.code})
             return lambda_response(response)
-        time_left = None
-        if hasattr(context, "get_remaining_time_in_millis"):  # Lambda stops us at its timeout: keep a margin
-            time_left = context.get_remaining_time_in_millis() / 1000 - LAMBDA_MARGIN_SECONDS
+        time_left = budget.lambda_seconds_left(context, budget.LAMBDA_MARGIN_SECONDS)  # Lambda's own timeout
         return lambda_response(self(request, time_left=time_left))
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -262,9 +260,7 @@ class Webhook:
         """Run a scheduled task within the invocation's time (less a margin to log and return) and log one line. A
         task that fails raises: the invocation fails and shows in the function's Errors metric."""
         started = time.perf_counter()
-        seconds = None
-        if hasattr(context, "get_remaining_time_in_millis"):
-            seconds = context.get_remaining_time_in_millis() / 1000 - SCHEDULED_MARGIN_SECONDS
+        seconds = budget.lambda_seconds_left(context, budget.SCHEDULED_MARGIN_SECONDS)
         line: dict[str, Any] = {"function": self.name, "scheduled": name}
         try:
             result = dict(self.scheduled[name](options, seconds))
@@ -449,8 +445,6 @@ def _signature_settings() -> tuple[list[str], int, int]:
             config.integer("WEBHOOK_MAX_FUTURE_SECONDS", verify.DEFAULT_MAX_FUTURE_SECONDS))
 
 
-LAMBDA_MARGIN_SECONDS = 1.0  # to answer and log before Lambda's own timeout cuts the request off
-SCHEDULED_MARGIN_SECONDS = 2.0  # a scheduled task stops this long before the invocation's timeout
 ANY_TYPE = "*"  # in ``accepts``: every notification type, including ones Cloudinary adds later
 
 
