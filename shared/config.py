@@ -181,6 +181,21 @@ def serverless_platform(environ: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def test_loopback_allowed(variable: str, function: str) -> bool:
+    """A function's test-only switch (``FACE_TAGGING_ALLOW_HTTP_LOOPBACK``...) that lets it reach a stand-in on
+    ``LOOPBACK_HOSTS`` over http: tests and benchmarks on one machine. Never a deploy setting: set on a serverless
+    platform, it is a ConfigError (500) rather than a way around the function's host checks."""
+    if not flag(variable):
+        return False
+    platform = serverless_platform()
+    if platform:
+        raise ConfigError(f"{function}: {variable} is for tests on one machine; unset it on {platform}")
+    return True
+
+
 def demo_mode(environ: Mapping[str, str] | None = None) -> bool:
     return flag(DEMO_MODE_VAR, environ=environ)
 

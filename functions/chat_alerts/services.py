@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 LOOPBACK_VARIABLE = "CHAT_ALERTS_ALLOW_HTTP_LOOPBACK"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 DEFAULT_TIMEOUT_SECONDS = 4.0  # per service; three in a row stay inside the request's 15 s budget
 USER_AGENT = "cloudinary-webhook-functions chat_alerts"
 
@@ -105,10 +104,7 @@ class Target:
 
 def configured(settings: config.Settings) -> list[Target]:
     """The services whose webhook URL is set, each URL checked; ConfigError (500) names a bad one's variable."""
-    allow_loopback = settings.flag(LOOPBACK_VARIABLE)
-    if allow_loopback and config.serverless_platform():
-        raise ConfigError(f"chat_alerts: {LOOPBACK_VARIABLE} is for tests on one machine; unset it on "
-                          f"{config.serverless_platform()}")
+    allow_loopback = config.test_loopback_allowed(LOOPBACK_VARIABLE, "chat_alerts")
     targets = []
     for service in SERVICES:
         raw = settings.get(service.variable)
@@ -139,7 +135,7 @@ def checked_url(service: Service, raw: str, *, allow_loopback: bool = False) -> 
             pass
         elif "@" in parts.netloc:
             problem = "it carries a user name or password"
-        elif allow_loopback and host in LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
+        elif allow_loopback and host in config.LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
             return raw
         elif parts.scheme != "https":
             problem = "it is not https"

@@ -14,7 +14,7 @@ import os
 import threading
 
 from shared import config
-from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
+from shared.errors import DependencyRejected, DependencyUnavailable
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ EXIF_ORIENTATION = 0x0112
 USER_AGENT = "cloudinary-webhook-functions face_tagging (urllib3)"
 # Test-only (never a deploy setting): fetch a delivery URL on a loopback host over plain http. See _reachable.
 LOOPBACK_VARIABLE = "FACE_TAGGING_ALLOW_HTTP_LOOPBACK"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class ImageMissing(Exception):
@@ -146,13 +145,10 @@ def _reachable(url: str) -> str:
     """``url`` as fetched. Only FACE_TAGGING_ALLOW_HTTP_LOOPBACK=1 (tests and benchmarks on one machine, whose
     CDN stand-in is reached through the SDK's own ``secure_distribution``) changes it: an https URL on a
     loopback host is fetched over plain http. Never on a serverless platform (500 there)."""
-    if not url.startswith("https://") or not config.flag(LOOPBACK_VARIABLE):
+    if not url.startswith("https://") or not config.test_loopback_allowed(LOOPBACK_VARIABLE, "face_tagging"):
         return url
-    if config.serverless_platform():
-        raise ConfigError(f"face_tagging: {LOOPBACK_VARIABLE} is for tests on one machine; unset it on "
-                          f"{config.serverless_platform()}")
     host = url[len("https://"):].split("/", 1)[0].rsplit(":", 1)[0].strip("[]").lower()
-    return "http://" + url[len("https://"):] if host in LOOPBACK_HOSTS else url
+    return "http://" + url[len("https://"):] if host in config.LOOPBACK_HOSTS else url
 
 
 def _unavailable(error: BaseException) -> DependencyUnavailable:
