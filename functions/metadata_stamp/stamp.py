@@ -10,7 +10,6 @@ Stamp values are fixed-width, UTC, so that their text sorts as their time does:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -128,7 +127,9 @@ def parse_time(value: Any) -> datetime | None:
         except (ValueError, OverflowError):  # OverflowError: year 9999 with a negative offset, and the like
             return None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value) or not 0 < value <= _NEWEST_EPOCH:
+        # One comparison rejects NaN, infinities and ints too large for a float (math.isfinite would raise
+        # OverflowError on those: a 500 for a number no retry can change).
+        if not 0 < value <= _NEWEST_EPOCH:
             return None
         return datetime.fromtimestamp(value, UTC)
     return None

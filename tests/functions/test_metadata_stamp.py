@@ -890,3 +890,17 @@ def test_setup_runs_through_the_projects_cli(cloudinary_server, capsys):
 
     assert cli_main(["run", "metadata_stamp", "setup", "--yes"]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("nan"), float("inf"), float("-inf"), 0, -5, True])
+def test_a_time_no_clock_could_show_is_no_time_not_a_crash(value):
+    # Found by the bad-input suite: an int too large for a float made math.isfinite raise (a 500).
+    from functions.metadata_stamp.stamp import parse_time
+
+    assert parse_time(value) is None
+
+
+def test_an_epoch_time_still_parses():
+    from functions.metadata_stamp.stamp import parse_time
+
+    assert parse_time(1714986001).isoformat() == "2024-05-06T09:00:01+00:00"
