@@ -12,6 +12,7 @@ Not imported by ``shared`` itself: a request rejected for its signature never lo
 from __future__ import annotations
 
 import json
+import re
 
 from shared import budget, coldstart, config
 from shared.errors import DependencyRejected, DependencyUnavailable
@@ -23,7 +24,13 @@ if TYPE_CHECKING:
 DEFAULT_HOST = "https://api.sendgrid.com"
 DEFAULT_TIMEOUT_SECONDS = 8.0
 MAX_SUBJECT_CHARS = 200
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # nothing may start a new header line
 USER_AGENT = "cloudinary-webhook-functions (python_http_client)"
+
+
+def single_line(text: str) -> str:
+    """``text`` with every run of control characters or line breaks made one space: safe in a header."""
+    return " ".join(_LINE_BREAKS.sub(" ", text).split())
 
 
 def send_email(settings: config.Settings, *, recipients: list[str], subject: str, text: str, html: str) -> int:
@@ -33,7 +40,7 @@ def send_email(settings: config.Settings, *, recipients: list[str], subject: str
     would rewrite Cloudinary's (signed) links into tracking redirects; the subject on one line."""
     body = {
         "from": {"email": settings.require("FROM_VERIFIED_SENDER")},
-        "subject": " ".join(subject.split())[:MAX_SUBJECT_CHARS],
+        "subject": single_line(subject)[:MAX_SUBJECT_CHARS],
         "personalizations": [{"to": [{"email": address}]} for address in recipients],
         "content": [{"type": "text/plain", "value": text}, {"type": "text/html", "value": html}],
         "tracking_settings": {"click_tracking": {"enable": False, "enable_text": False}},

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_SUBJECT_NAME = 80  # keep subjects readable in a mail client; the body has the full public ID
-_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")  # nothing may start a new header line
 _WEB_LINK = re.compile(r"^https?://[^\s\x00-\x1f\x7f\"'<>]+$", re.IGNORECASE)  # never javascript:, data:, ...
 
 
@@ -46,7 +45,7 @@ def handle(notification: Notification, ctx: Context) -> Result:
     if notification.get("public_id") is not None:
         asset_name = asset_named_by(notification).public_id
     else:
-        asset_name = f"batch {single_line(str(notification.get('batch_id') or '')) or 'without id'}"
+        asset_name = f"batch {sendgrid_api.single_line(str(notification.get('batch_id') or '')) or 'without id'}"
     recipients = address_list("TO_RECIPIENTS", ctx.settings.require("TO_RECIPIENTS"))
     ctx.settings.require("FROM_VERIFIED_SENDER")  # checked before anything is done, not at sending time
 
@@ -109,13 +108,8 @@ def read_derivations(notification: Notification) -> list[Derivation]:
     return [Derivation.from_entry(entry) for entry in entries]
 
 
-def single_line(text: str) -> str:
-    """``text`` with every control character or line break made a space: safe in a header."""
-    return _LINE_BREAKS.sub(" ", text).strip()
-
-
 def subject_line(asset_name: str, derivations: list[Derivation]) -> str:
-    asset_name = single_line(asset_name)
+    asset_name = sendgrid_api.single_line(asset_name)
     name = asset_name if len(asset_name) <= MAX_SUBJECT_NAME else asset_name[: MAX_SUBJECT_NAME - 1] + "…"
     failed = sum(1 for derivation in derivations if derivation.failed)
     total = len(derivations)
