@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from typing import Any
 
 SERVICE = "rekognition"
+# The operations this function calls: all the trimmed service model holds (see DATA_PATH).
+OPERATIONS = ("CreateCollection", "DeleteFaces", "DetectFaces", "IndexFaces", "ListFaces", "SearchFacesByImage")
+# The services whose endpoint data the trimmed endpoints.json keeps: Rekognition, and those botocore's own
+# credential providers create clients for from this session (a role to assume, an SSO profile).
+ENDPOINT_SERVICES = (SERVICE, "sts", "sso", "sso-oidc")
+# botocore data trimmed to what this function uses, found before botocore's own (written from it by
+# ``python -m functions.face_tagging trim-botocore-data``; a test fails when botocore's differs). The whole
+# Rekognition model and endpoints.json are ~11 MiB of a cold start once parsed; the trimmed ones ~1 MiB.
+# Missing (an install without the data files), botocore's own data is used: slower and larger, same calls.
+DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "botocore_data")
 DEFAULT_TIMEOUT_SECONDS = 4.0  # one Rekognition call; a whole request must stay well under 20 s
 DEFAULT_MAX_ATTEMPTS = 2  # one retry: botocore backs off before it, so more would not fit the budget
 LIST_PAGE_SIZE = 4096  # ListFaces' and DeleteFaces' maximum
@@ -116,15 +126,26 @@ def _create(region: str, endpoint: str | None, timeout: float, attempts: int) ->
         from botocore.config import Config
         from botocore.loaders import Loader
 
-        class OneServiceLoader(Loader):
-            """botocore's data loader, told that the service exists: otherwise it checks by listing every
-            service's folder of its data (~3,000 stat calls, a third of a client's creation time)."""
+        class TrimmedDataLoader(Loader):
+            """botocore's data loader, searching DATA_PATH first."""
+
+            def __init__(self) -> None:
+                super().__init__(extra_search_paths=[DATA_PATH])
 
             def list_available_services(self, type_name: str) -> list[str]:
-                return [SERVICE]
+                # Every folder of the search paths names a service: one listing per path. botocore's own also
+                # looks into each for the type of file asked (~3,000 stat calls, a third of a client's
+                # creation time), only for create_client to check the service is in the list.
+                return sorted({name for path in self.search_paths if os.path.isdir(path)
+                               for name in os.listdir(path) if "." not in name})
+
+            def is_builtin_path(self, path: str) -> bool:
+                # The trimmed data is botocore's own (a test proves it), so botocore must treat it so: endpoint
+                # data from elsewhere would make the endpoint rule set take the legacy endpoint as given.
+                return path.startswith(DATA_PATH + os.sep) or super().is_builtin_path(path)
 
         session = botocore.session.Session()
-        session.register_component("data_loader", OneServiceLoader())
+        session.register_component("data_loader", TrimmedDataLoader())
         return session.create_client(
             SERVICE, region_name=region, endpoint_url=endpoint,
             config=Config(connect_timeout=min(timeout, 3.0), read_timeout=timeout,
