@@ -182,7 +182,10 @@ def recognise(ctx: Context, options: Options, asset: Asset) -> Result:
         return ctx.ignored("no face in the image", faces=0)
 
     searched = boxes[:options.max_faces]  # the largest ones: bounded work per image
-    crops = [images.crop(picture, box) for box in searched]
+    try:
+        crops = picture.crops(searched)
+    except images.ImageUnusable as error:  # headers fine, pixels not (truncated): no retry can fix it
+        return ctx.ignored(f"the image cannot be used: {error}", faces=len(boxes))
     budget.check("SearchFacesByImage")
     try:
         matches = search_each(gallery, crops, options.threshold)

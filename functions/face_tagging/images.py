@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_SIDE = 1600  # plenty for faces, and the JPEG stays far below Rekognition's 5 MB
+# Decoding at 1/2, 1/4 or 1/8 of the size (libjpeg's DCT scaling: the pixels of a 1600x1067 photo take 6.8 MB,
+# at half size 1.7 MB) is done only while every searched face keeps at least this many pixels on its shorter
+# side, and every crop at least Rekognition's minimum image side. Rekognition detects faces from 40x40 px (in
+# a 1920x1080 image); twice that, so a face is never searched at the edge of what Rekognition can see.
+MIN_FACE_PIXELS = 80
+MIN_IMAGE_PIXELS = 80  # Rekognition's minimum image height and width
 MAX_BYTES = 5 * 1024 * 1024  # Rekognition's limit for image bytes
 CONNECT_TIMEOUT_SECONDS = 3.0
 DEFAULT_READ_TIMEOUT_SECONDS = 6.0  # a first delivery of a transformation is generated on the fly
@@ -42,18 +48,20 @@ class ImageUnusable(Exception):
 
 
 class Picture:
-    """The JPEG as fetched (what Rekognition saw) and its decoded, upright pixels (for cropping).
-    (A plain class, not a dataclass: importing ``dataclasses`` would slow every cold start.)"""
+    """The JPEG as fetched: what Rekognition sees, and what the face crops are cut from. Its pixels are decoded
+    only to crop (never for training), once, at the smallest scale that keeps every face big enough, and
+    freed with the crops made. (A plain class, not a dataclass: importing ``dataclasses`` would slow every
+    cold start.)"""
 
-    __slots__ = ("data", "pixels")
+    __slots__ = ("data",)
 
-    def __init__(self, data: bytes, pixels: Any) -> None:
+    def __init__(self, data: bytes) -> None:
         self.data = data
-        self.pixels = pixels  # PIL.Image.Image, typed loosely so Pillow is not imported at module level
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.pixels.size
+    def crops(self, boxes: list[dict[str, float]]) -> list[bytes]:
+        """One JPEG per face box (Rekognition's ratios of the upright image), for SearchFacesByImage."""
+        pixels = decode(self.data, boxes)
+        return [crop(pixels, box) for box in boxes]
 
 
 def delivery_url(public_id: str, resource_type: str, delivery_type: str, version: int | None) -> str:
@@ -81,7 +89,7 @@ def delivery_url(public_id: str, resource_type: str, delivery_type: str, version
 
 
 def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Picture:
-    """Download the JPEG (at most MAX_BYTES) and decode it.
+    """Download the JPEG (at most MAX_BYTES) and check its headers (a JPEG, at most MAX_SIDE a side).
 
     With urllib3, the HTTP client the Cloudinary SDK and botocore already load: one HTTP stack, where
     ``requests`` would add its own import (and a second copy of urllib3's setup) to every cold start."""
@@ -118,7 +126,8 @@ def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Pictu
         if not complete:
             response.close()  # unread bytes: the connection cannot be reused
         response.release_conn()
-    return Picture(data, decode(data))
+    check(data)
+    return Picture(data)
 
 
 _pools: dict[str, Any] = {}
@@ -157,27 +166,65 @@ def _unavailable(error: BaseException) -> DependencyUnavailable:
                                  code="cloudinary_unavailable", log_detail=f"image fetch: {type(error).__name__}")
 
 
-def decode(data: bytes) -> Any:
-    """The JPEG's pixels, upright, decoded once (a 1600 px image is ~7 MB of pixels: no extra copies).
+def check(data: bytes) -> None:
+    """Refuse what is not a JPEG of at most MAX_SIDE a side, from its headers (no pixel is decoded)."""
+    _open(data).close()
 
-    JPEG only (the delivery URL asks for ``.jpg``), opened by Pillow's JPEG plugin directly: ``Image.open``
-    would first load every other format's plugin. Its decompression-bomb check is replaced by a stricter
-    one: the URL asks for at most MAX_SIDE pixels a side, so a larger image is not what was asked for."""
+
+def _open(data: bytes) -> Any:
+    """The JPEG, its headers read, opened by Pillow's JPEG plugin directly: ``Image.open`` would first load
+    every other format's plugin. Its decompression-bomb check is replaced by a stricter one: the URL asks for
+    at most MAX_SIDE pixels a side, so a larger image is not what was asked for."""
     from PIL import Image, JpegImagePlugin
 
     try:
         image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))
-        if max(image.size) > MAX_SIDE:
-            raise ImageUnusable(f"the delivered image is {image.size[0]}x{image.size[1]}, over {MAX_SIDE} px a side")
-        image.load()
+    except (SyntaxError, OSError, ValueError, Image.DecompressionBombError) as error:
+        # SyntaxError: Pillow's "not a JPEG file"; OSError: truncated or corrupt data
+        raise ImageUnusable(f"the delivered file is not a readable image ({type(error).__name__})") from None
+    if max(image.size) > MAX_SIDE:
+        image.close()
+        raise ImageUnusable(f"the delivered image is {image.size[0]}x{image.size[1]}, over {MAX_SIDE} px a side")
+    return image
+
+
+def reduction(size: tuple[int, int], boxes: list[dict[str, float]]) -> int:
+    """The largest of 8, 4, 2 (else 1) by which the upright image of ``size`` can be decoded smaller and still
+    give every face in ``boxes`` MIN_FACE_PIXELS on its shorter side and a crop of MIN_IMAGE_PIXELS a side."""
+    for scale in (8, 4, 2):
+        smaller = (-(-size[0] // scale), -(-size[1] // scale))  # libjpeg rounds a scaled side up
+        if all(_big_enough(smaller, box) for box in boxes):
+            return scale
+    return 1
+
+
+def _big_enough(size: tuple[int, int], box: dict[str, float]) -> bool:
+    face = crop_box(size, box, margin=0.0)
+    cropped = crop_box(size, box)
+    return (min(face[2] - face[0], face[3] - face[1]) >= MIN_FACE_PIXELS
+            and min(cropped[2] - cropped[0], cropped[3] - cropped[1]) >= MIN_IMAGE_PIXELS)
+
+
+def decode(data: bytes, boxes: list[dict[str, float]] | None = None) -> Any:
+    """The JPEG's pixels, upright, decoded once: smaller (see MIN_FACE_PIXELS) when the faces in ``boxes``
+    allow it, at full size without boxes. No other copy of them is made (a 1600 px image is ~7 MB)."""
+    from PIL import Image
+
+    image = _open(data)
+    try:
         # Rekognition reads the EXIF orientation and gives boxes for the upright image: crop that one.
-        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        upright = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+        scale = reduction(upright, boxes) if boxes else 1
+        if scale > 1:
+            image.draft("RGB", (image.size[0] // scale, image.size[1] // scale))
+        image.load()
+        if orientation != 1:
             from PIL import ImageOps
 
             image = ImageOps.exif_transpose(image)
         return image if image.mode == "RGB" else image.convert("RGB")
     except (SyntaxError, OSError, ValueError, Image.DecompressionBombError) as error:
-        # SyntaxError: Pillow's "not a JPEG file"; OSError: truncated or corrupt data
         raise ImageUnusable(f"the delivered file is not a readable image ({type(error).__name__})") from None
 
 
@@ -199,8 +246,8 @@ def crop_box(size: tuple[int, int], box: dict[str, float], margin: float = CROP_
     return x0, y0, x1, y1
 
 
-def crop(picture: Picture, box: dict[str, float]) -> bytes:
-    """The face's region as a JPEG, for SearchFacesByImage."""
+def crop(pixels: Any, box: dict[str, float]) -> bytes:
+    """The face's region of the decoded image as a JPEG, for SearchFacesByImage."""
     out = io.BytesIO()
-    picture.pixels.crop(crop_box(picture.size, box)).save(out, format="JPEG", quality=CROP_QUALITY)
+    pixels.crop(crop_box(pixels.size, box)).save(out, format="JPEG", quality=CROP_QUALITY)
     return out.getvalue()

@@ -313,6 +313,78 @@ def test_an_image_larger_than_asked_for_is_not_decoded(configured):
     assert rek.calls == []
 
 
+@pytest.mark.parametrize(("size", "colours", "decoded"), [
+    ((1600, 1200), [RED], (400, 300)),  # RED is 320x360 px: a quarter of it still has 80 px a side
+    ((1600, 1200), [RED, BLUE], (800, 600)),  # BLUE is 240x240 px: halved, not quartered
+    ((800, 600), [RED, BLUE], (800, 600)),  # BLUE is 120x120 px: halved, it would have fewer than 80
+])
+def test_the_crops_come_from_a_decode_as_small_as_the_smallest_face_allows(configured, size, colours, decoded):
+    """libjpeg decodes at 1/2, 1/4 or 1/8 of the size (far less memory) while every searched face keeps 80 px on
+    its shorter side; the crops are of the same regions, in fewer pixels."""
+    server, rek, cdn = configured
+    serve_photo(cdn, photo(colours, size=size))
+    rek.on("DetectFaces", {"FaceDetails": [face_detail(colour) for colour in colours]})
+    rek.on("SearchFacesByImage", search_by_colour({RED: [match(JOSE_ID, 99.0)], BLUE: [match(LI_ID, 98.0)]}))
+    server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_json(
+        {"public_ids": ["events/offsite-2024/team-dinner"]})
+
+    response = handle(signed_request(sample("face_tagging", "upload")))
+
+    assert response.status == 200 and response.body["status"] == "done"
+    seen = {colour_of(image_bytes(params)): Image.open(io.BytesIO(image_bytes(params))).size
+            for params in rek.params("SearchFacesByImage")}
+    assert seen == {colour: crop_size(decoded, BOXES[colour]) for colour in colours}
+    assert rek.params("DetectFaces")[0]["Image"]["Bytes"] == base64.b64encode(photo(colours, size=size)).decode()
+
+
+def crop_size(size: tuple[int, int], box: dict[str, float]) -> tuple[int, int]:
+    x0, y0, x1, y1 = images.crop_box(size, box)
+    return x1 - x0, y1 - y0
+
+
+def test_the_reduction_keeps_every_face_and_crop_big_enough():
+    face = {"Left": 0.4, "Top": 0.4, "Width": 0.2, "Height": 0.2}
+    assert images.reduction((1600, 1600), [face]) == 4  # 320 px faces: 80 at a quarter
+    assert images.reduction((3200, 3200), [face]) == 8
+    assert images.reduction((1560, 1560), [face]) == 2  # 312 px: a quarter would leave 78
+    assert images.reduction((800, 800), [face]) == 2
+    assert images.reduction((780, 780), [face]) == 1
+    assert images.reduction((1600, 1600), [face, {**face, "Width": 0.05}]) == 1  # the smallest face decides
+    # A face cut by the frame: its crop, clamped to the image, must keep Rekognition's 80 px minimum too.
+    corner = {"Left": 0.0, "Top": 0.0, "Width": 0.1, "Height": 0.1}
+    assert images.reduction((1600, 1600), [corner]) == 2  # 160 px face, a 200 px crop: halved, 80 and 100
+    assert images.reduction((1500, 1500), [corner]) == 1  # halved: a 75 px face
+
+
+def test_a_photo_whose_pixels_cannot_be_decoded_is_200_saying_why(configured):
+    # The headers are fine (checked before Rekognition sees the photo); the pixels are cut short. Rekognition
+    # found the faces; the crops cannot be made, and no retry would change that.
+    server, rek, cdn = configured
+    whole = photo([RED])
+    serve_photo(cdn, whole[:len(whole) // 2])
+    rek.on("DetectFaces", {"FaceDetails": [face_detail(RED)]})
+
+    response = handle(signed_request(sample("face_tagging", "upload")))
+
+    assert response.status == 200 and response.body["status"] == "ignored"
+    assert "not a readable image" in response.body["reason"]
+    assert rek.operations() == ["DetectFaces"] and server.log == []
+
+
+def test_training_never_decodes_the_photo(configured, monkeypatch):
+    """Rekognition indexes the JPEG as fetched: its pixels are decoded only to crop faces for a search."""
+    _server, rek, cdn = configured
+    monkeypatch.setattr(images, "decode", lambda *args, **kwargs: pytest.fail("training decoded the photo"))
+    serve_photo(cdn, photo([RED]))
+    rek.on("ListFaces", {"Faces": []})
+    rek.on("DetectFaces", {"FaceDetails": [face_detail(RED)]})
+    rek.on("IndexFaces", {"FaceRecords": [{"Face": {"FaceId": "new-face-1", "ExternalImageId": JOSE_ID}}]})
+
+    response = handle(signed_request(sample("face_tagging", "training_upload")))
+
+    assert response.status == 200 and response.body["training"] == {"training/jose-garcia-nunez": "indexed"}
+
+
 def test_a_match_that_is_not_one_of_ours_is_skipped_for_the_next_one(configured):
     server, rek, cdn = configured
     serve_photo(cdn, photo([RED]))
