@@ -634,9 +634,10 @@ step("the Rekognition client (service model, endpoint data)")
 import PIL.Image, PIL.JpegImagePlugin
 step("Pillow")
 data = open(sys.argv[1], "rb").read()
-picture = images.Picture(data, images.decode(data))
-step("the photo decoded")
-crops = [images.crop(picture, box) for box in {boxes!r}]
+images.check(data)
+pixels = images.decode(data, {boxes!r})
+step(f"the photo decoded (1/{{images.reduction(PIL.Image.open(sys.argv[1]).size, {boxes!r})}} scale)")
+crops = [images.crop(pixels, box) for box in {boxes!r}]
 step("the face crops")
 import json
 print(json.dumps(steps))
