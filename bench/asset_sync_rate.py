@@ -49,32 +49,32 @@ def _one_at_a_time(database_url: str, count: int) -> dict:
 @contextmanager
 def _database(base_url: str):
     """A fresh PostgreSQL database on the server of ``base_url``, dropped at the end."""
-    import psycopg
+    from tests import pg
 
     name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base_url, autocommit=True) as admin:
+    with pg.admin(base_url) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     head, _, tail = base_url.rpartition("/")
     query = ("?" + tail.split("?", 1)[1]) if "?" in tail else ""
     try:
         yield f"{head}/{name}{query}"
     finally:
-        with psycopg.connect(base_url, autocommit=True) as admin:
+        with pg.admin(base_url) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _assets(database_url: str) -> dict[str, tuple]:
-    import psycopg
+    from tests import pg
 
-    with psycopg.connect(database_url) as connection:
+    with pg.admin(database_url) as connection:
         rows = connection.execute(f"SELECT {', '.join(COMPARED)} FROM cloudinary_assets").fetchall()  # noqa: S608
     return {row[0]: tuple(json.dumps(value, sort_keys=True, default=str) for value in row) for row in rows}
 
 
 def _events(database_url: str) -> tuple[int, int]:
-    import psycopg
+    from tests import pg
 
-    with psycopg.connect(database_url) as connection:
+    with pg.admin(database_url) as connection:
         return connection.execute("SELECT count(*), count(DISTINCT dedupe_key) FROM cloudinary_events").fetchone()
 
 

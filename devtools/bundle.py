@@ -27,7 +27,7 @@ LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 # The Lambda Python runtime ships boto3; bundling it would add ~15 MB for nothing, unless pinned.
 RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer", "jmespath"}
 # Lambda's architectures and the wheel platforms that run there. The python3.12+ runtimes run on Amazon
-# Linux 2023 (glibc 2.34): manylinux_2_28 wheels (Pillow's, psycopg's) work, and manylinux2014 ones.
+# Linux 2023 (glibc 2.34): manylinux_2_28 wheels (Pillow's) work, and manylinux2014 ones (psycopg2-binary's).
 PLATFORMS = {
     "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64"),
     "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64"),
@@ -71,16 +71,20 @@ def bundle_requirements(name: str) -> list[str]:
         requirement = line.split("#", 1)[0].strip()
         if not requirement:
             continue
-        project = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
-        if project in RUNTIME_PROVIDED and "==" not in requirement:
+        if _project(requirement) in RUNTIME_PROVIDED and "==" not in requirement:
             continue
         wanted.append(requirement)
     from devtools import deploy  # poll delivery: the dead-letter store's PostgreSQL driver too
 
     if deploy.delivery_of(name) == "poll":
-        projects = {re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower() for requirement in wanted}
-        wanted += [extra for extra in deploy.POLL_REQUIREMENTS if extra.split("[", 1)[0] not in projects]
+        projects = {_project(requirement) for requirement in wanted}
+        wanted += [extra for extra in deploy.POLL_REQUIREMENTS if _project(extra) not in projects]
     return wanted
+
+
+def _project(requirement: str) -> str:
+    """The distribution a requirement line names, lower case: "psycopg2-binary>=2.9" -> "psycopg2-binary"."""
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
 
 
 def find_interpreter(python_version: str) -> str | None:

@@ -76,7 +76,7 @@ def _check_name(name: str) -> None:
 # Names a new function cannot take: its files would not parse (keywords) or its module would shadow one the
 # project imports (the standard library, the project's packages, the SDKs the functions use).
 PROJECT_MODULES = {"shared", "functions", "devtools", "tests", "bench", "api", "deploy", "docs", "scripts",
-                   "cloudinary", "sendgrid", "python_http_client", "boto3", "botocore", "psycopg", "PIL", "pil",
+                   "cloudinary", "sendgrid", "python_http_client", "boto3", "botocore", "psycopg2", "PIL", "pil",
                    "requests", "urllib3", "pytest", "conftest", "handler", "samples"}
 
 
@@ -143,8 +143,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     names = function_names()
     from devtools.inspector import Inspector
 
+    workers = serving.default_workers() if args.workers is None else args.workers
+    if workers > 1 and not hasattr(os, "fork"):
+        print(f"--workers {workers}: this platform cannot fork worker processes; serving from one process.",
+              file=sys.stderr)
+        workers = 1
+    workers = min(workers, args.max_connections)  # each worker handles at least one request at once
     # Every notification is recorded for the inspector (devtools/inspector.py), whose page is GET / in a browser.
-    router = Router(names, out=lambda line: print(line, flush=True), inspector=Inspector())
+    # One write per line (serving.write_line): the workers share the terminal.
+    inspector = Inspector()
+    router = Router(names, out=serving.write_line, inspector=inspector)
     try:
         server = serving.make_dev_server(args.host, args.port, router, read_timeout=args.read_timeout,
                                          max_connections=args.max_connections)
@@ -153,9 +161,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     demo = enter_demo_mode_if_unconfigured()
     host = f"[{args.host}]" if ":" in args.host else args.host
     base = f"http://{host}:{server.server_port}"
-    print(f"Serving {len(names)} function(s) on {base}")
+    print(f"Serving {len(names)} function(s) on {base}")  # the URL ends the line: scripts read it there
     for name in names:
-        webhook = load_webhook(name)
+        webhook = load_webhook(name)  # imported here, before the workers fork: each starts with every function
         missing = [var for var in webhook.requires if not os.environ.get(var, "").strip()]
         note = ""
         if missing and demo:
@@ -169,16 +177,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"verified with a generated local secret ({DEMO_SECRET_FILE.relative_to(PROJECT_ROOT)}), which\n"
               "`python -m shared send` also uses. Functions whose credentials are missing only report what\n"
               "they would do. Set the variables from each function's README to run them for real.")
+    why = "one per CPU this process may use" if args.workers is None else "--workers"
+    print(f"\n{workers} worker processes answer ({why})" if workers > 1 else "\nOne process answers.")
     example = "hello_tag" if "hello_tag" in names else (names[0] if names else "NAME")
     print(f"\nTry: python -m shared send {example}    (Ctrl-C stops the server)\n",
           flush=True)
+    status = 0
     try:
-        server.serve_forever()
+        if workers > 1:
+            inspector.prepare_workers(workers)
+            status = serving.Workers(server, workers, on_start=inspector.worker_started,
+                                     on_exit=inspector.close).run()
+        else:
+            server.serve_forever()
     except KeyboardInterrupt:
-        print("\nStopped.")
+        pass
     finally:
         server.server_close()
-    return 0
+    print("\nStopped." if status == 0 else "\nStopped: the workers kept ending.")
+    return status
 
 
 def _inspector_line(host: str, port: int) -> str:
@@ -576,7 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--read-timeout", type=positive_seconds, default=serving.DEFAULT_READ_TIMEOUT,
                        metavar="SECONDS", help="time for a whole request to arrive (default %(default)g)")
     serve.add_argument("--max-connections", type=positive_count, default=serving.DEFAULT_MAX_CONNECTIONS,
-                       metavar="N", help="requests handled at once; more wait their turn (default %(default)s)")
+                       metavar="N", help="requests handled at once, by all workers together; more wait their turn "
+                                         "(default %(default)s)")
+    serve.add_argument("--workers", type=positive_count, default=None, metavar="N",
+                       help="processes answering (default: one per CPU this process may use, at most "
+                            f"{serving.MAX_DEFAULT_WORKERS}; here {serving.default_workers()}); 1: a single process")
     serve.set_defaults(run=cmd_serve)
 
     send = commands.add_parser("send", help="sign a sample notification as Cloudinary does and POST it",

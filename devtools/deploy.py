@@ -92,7 +92,7 @@ def delivery_of(name: str, config: dict[str, Any] | None = None) -> str:
 
 # What a poll function needs where it is deployed, beyond its own requirements: its dead letters go to
 # DATABASE_URL's PostgreSQL (shared/dead_letters.py).
-POLL_REQUIREMENTS = ("psycopg[binary]>=3.1,<4",)
+POLL_REQUIREMENTS = ("psycopg2-binary>=2.9.10,<3",)
 
 
 def function_spec(name: str, config: dict[str, Any] | None = None) -> FunctionSpec:

@@ -18,7 +18,7 @@ Where: ``DATABASE_URL`` when set (``sqlite:///path`` or ``postgresql://...``), e
 ``ConfigError`` (and the message stays unacknowledged). Table ``webhook_dead_letters``, created on first use.
 A database that does not answer is ``StoreUnavailable``.
 
-Standard library only at module level: sqlite3 and psycopg are imported at first use.
+Standard library only at module level: sqlite3 and psycopg2 (``shared.postgres``) are imported at first use.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class Store:
     # --- plumbing ---
 
     def _blob(self, body: bytes) -> Any:
-        return body  # sqlite3 stores bytes as BLOB, psycopg as BYTEA
+        return body  # sqlite3 stores bytes as BLOB, psycopg2 as BYTEA
 
     def _execute(self, connection: Any, statement: str, params: tuple[Any, ...] = ()) -> Any:
         if self.dialect == "postgresql":
@@ -216,20 +216,20 @@ class Store:
             connection = sqlite3.connect(self.target, timeout=self.timeout, isolation_level=None)
             connection.execute("BEGIN IMMEDIATE")
         else:
+            from shared import postgres
+
             try:
-                import psycopg
+                postgres.driver()
             except ImportError:
-                raise ConfigError("dead letters: DATABASE_URL is PostgreSQL but psycopg is not installed (a poll "
-                                  "function's bundle needs psycopg[binary])") from None
-            try:
-                connection = psycopg.connect(self.target, autocommit=True, prepare_threshold=None,
-                                             connect_timeout=max(2, int(self.timeout + 0.5)),
-                                             application_name="cloudinary-webhooks-dead-letters")
-            except psycopg.ProgrammingError as error:
-                raise ConfigError(_redact(f"dead letters: DATABASE_URL is malformed ({error})", self.target)) \
-                    from None
-            connection.execute("BEGIN")
-            connection.execute(f"SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
+                raise ConfigError("dead letters: DATABASE_URL is PostgreSQL but psycopg2 is not installed (a poll "
+                                  "function's bundle needs psycopg2-binary)") from None
+            problem = postgres.check_url(self.target)
+            if problem:
+                raise ConfigError(f"dead letters: {problem}")
+            connection = postgres.connect(self.target, timeout=self.timeout, dict_rows=False,
+                                          application_name="cloudinary-webhooks-dead-letters")
+            # Sent with the first schema statement, in its round trip.
+            connection.defer(f"BEGIN; SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
         for statement in _SCHEMA[self.dialect]:
             connection.execute(statement)
         return connection
@@ -239,11 +239,12 @@ class Store:
             import sqlite3
 
             return (sqlite3.Error,)
+        from shared import postgres
+
         try:
-            import psycopg
+            return postgres.errors()
         except ImportError:  # _connect says so, as a ConfigError
             return ()
-        return (psycopg.Error,)
 
 
 class _Transaction:

@@ -26,7 +26,7 @@ retries and any replay of a captured request share it; two different notificatio
 Stores, chosen by configuration at request time:
     IDEMPOTENCY_TABLE=name      DynamoDB (boto3; AWS_REGION, AWS_ENDPOINT_URL_DYNAMODB, AWS_MAX_ATTEMPTS).
                                 Partition key ``key`` (S); TTL attribute ``expires_at`` (epoch seconds).
-    DATABASE_URL=postgresql://  PostgreSQL (psycopg 3) \\ table ``idempotency_keys``, created on first use
+    DATABASE_URL=postgresql://  PostgreSQL (psycopg2)  \\ table ``idempotency_keys``, created on first use
     DATABASE_URL=sqlite:///...  SQLite (stdlib)        / (key, status, expires_at, result, function)
     neither                     SQLite in .local/idempotency.sqlite3, except on a serverless platform, whose
                                 disk is per instance and wiped: there it is 500 not configured.
@@ -34,7 +34,7 @@ A store that does not answer (down, timed out, throttled, locked) is a 503 (Clou
 is misconfigured (malformed URL, missing table, no access) is a 500 not configured. Every call is bounded by
 IDEMPOTENCY_TIMEOUT_SECONDS.
 
-Standard library only at module level: sqlite3, psycopg and boto3 are imported at first use.
+Standard library only at module level: sqlite3, psycopg2 (``shared.postgres``) and boto3 are imported at first use.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def _load(text: Any) -> Any:
         return None
 
 
-# --- SQL stores: SQLite (stdlib) and PostgreSQL (psycopg 3) ------------------------------------------
+# --- SQL stores: SQLite (stdlib) and PostgreSQL (shared.postgres) -------------------------------------
 
 # "key" is quoted: a keyword in SQLite and in SQL generally. (The table's name is written out: no SQL is built
 # from values, only from these constants.)
@@ -368,9 +368,9 @@ class _SQLStore:
             import sqlite3
 
             return (sqlite3.Error,)
-        import psycopg
+        from shared import postgres
 
-        return (psycopg.Error,)
+        return postgres.errors()
 
     def _execute(self, connection: Any, statement: str, params: tuple[Any, ...] = ()) -> Any:
         if self.dialect == "postgresql":
@@ -427,20 +427,13 @@ class _SQLStore:
                                          check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
         else:
-            import psycopg
+            from shared import postgres
 
-            self._check_postgresql_url()
-            try:
-                # prepare_threshold=None: no server-side prepared statements, so transaction-mode poolers
-                # (PgBouncer, RDS Proxy, pooled endpoints) work.
-                # tcp_user_timeout: a server that vanished mid-call (no reset) is given up on too (Linux).
-                connection = psycopg.connect(self.target, autocommit=True, prepare_threshold=None,
-                                             connect_timeout=max(2, int(self.timeout + 0.5)),
-                                             tcp_user_timeout=int(self.timeout * 1000) + 1000,
-                                             application_name="cloudinary-webhooks-idempotency")
-            except psycopg.ProgrammingError as error:  # a malformed URL: no retry can fix it
-                raise ConfigError(_redact(f"idempotency: DATABASE_URL is malformed ({error})", self.target)) \
-                    from None
+            problem = postgres.check_url(self.target)
+            if problem:  # a malformed URL: no retry can fix it
+                raise ConfigError(f"idempotency: {problem}")
+            connection = postgres.connect(self.target, timeout=self.timeout, dict_rows=False,
+                                          application_name="cloudinary-webhooks-idempotency")
         if not self._schema_ready:
             self._create_schema(connection)
         return connection
@@ -463,8 +456,9 @@ class _SQLStore:
         if self.dialect == "sqlite":
             connection.execute("BEGIN IMMEDIATE")  # the write lock now: a claim reads after it writes
         else:
-            connection.execute("BEGIN")
-            connection.execute(f"SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
+            # One round trip, and sent right away: a kept connection the server closed meanwhile shows here,
+            # before anything of the call was sent (``_run`` then opens a fresh one).
+            connection.execute(f"BEGIN; SET LOCAL statement_timeout = {max(1, int(self.timeout * 1000))}")
 
     def _check_sqlite_folder(self) -> None:
         """The file's folder must exist and be writable: no retry can fix either (500, not 503). Only the
@@ -480,17 +474,6 @@ class _SQLStore:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise ConfigError(f"idempotency: this process cannot write the SQLite file's folder {folder} "
                               "(a read-only deployment? set DATABASE_URL=postgresql://... or IDEMPOTENCY_TABLE)")
-
-    def _check_postgresql_url(self) -> None:
-        from psycopg import ProgrammingError
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            ports = str(conninfo_to_dict(self.target).get("port") or "5432")
-        except ProgrammingError as error:
-            raise ConfigError(_redact(f"idempotency: DATABASE_URL is malformed ({error})", self.target)) from None
-        if not all(port.strip().isdigit() for port in ports.split(",")):
-            raise ConfigError("idempotency: DATABASE_URL's port is not a number")
 
     def _take_idle(self) -> Any:
         with self._lock:

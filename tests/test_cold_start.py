@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = sorted(path.parent.name for path in (ROOT / "functions").glob("*/handler.py"))
-HEAVY_MODULES = ("cloudinary", "python_http_client", "boto3", "botocore", "requests", "psycopg",
+HEAVY_MODULES = ("cloudinary", "python_http_client", "boto3", "botocore", "requests", "psycopg2",
                  "urllib3", "PIL", "slack_sdk")
 
 # Runs in the fresh interpreter: import the function, send it a badly signed Function URL event and a
@@ -74,7 +74,7 @@ def test_a_badly_signed_request_imports_no_sdk(name):
     assert report["loaded"] == [], f"{name} imported {report['loaded']} to reject a bad signature"
 
 
-@pytest.mark.parametrize("module", ["cloudinary", "python_http_client", "boto3", "requests", "psycopg", "slack_sdk"])
+@pytest.mark.parametrize("module", ["cloudinary", "python_http_client", "boto3", "requests", "psycopg2", "slack_sdk"])
 def test_the_sdks_watched_for_are_installed(module):
     # If an SDK were missing, "not in sys.modules" would pass for the wrong reason.
     assert importlib.util.find_spec(module) is not None

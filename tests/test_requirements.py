@@ -21,12 +21,13 @@ SDK_DISTRIBUTIONS = {
     "boto3": "boto3",
     "botocore": "boto3",
     "requests": "requests",
-    "psycopg": "psycopg",
+    "psycopg2": "psycopg2-binary",
     "PIL": "pillow",
     "slack_sdk": "slack-sdk",
 }
 # shared/ modules that import an SDK on a function's behalf.
-SHARED_HELPERS = {"shared.cloudinary_api": "cloudinary", "shared.sendgrid_api": "python-http-client"}
+SHARED_HELPERS = {"shared.cloudinary_api": "cloudinary", "shared.sendgrid_api": "python-http-client",
+                  "shared.postgres": "psycopg2-binary"}
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -105,8 +106,8 @@ def test_the_sdk_scan_sees_imports_inside_functions(tmp_path):
     folder.mkdir()
     (folder / "handler.py").write_text(
         "def f():\n    import boto3\n    from shared import cloudinary_api\n"
-        "def g():\n    from sendgrid.helpers.mail import Mail\n    from psycopg import sql\n")
-    assert sdk_distributions_used(folder) == {"boto3", "cloudinary", "sendgrid", "psycopg"}
+        "def g():\n    from sendgrid.helpers.mail import Mail\n    from psycopg2 import sql\n")
+    assert sdk_distributions_used(folder) == {"boto3", "cloudinary", "sendgrid", "psycopg2-binary"}
     assert sdk_distributions_used(ROOT / "functions" / "hello_tag") == {"cloudinary"}
 
 

@@ -1,4 +1,5 @@
-"""The storage layer: SQLite (stdlib ``sqlite3``) or PostgreSQL (psycopg 3), chosen by ``DATABASE_URL``.
+"""The storage layer: SQLite (stdlib ``sqlite3``) or PostgreSQL (``shared.postgres``: psycopg2), chosen by
+``DATABASE_URL``.
 
     sqlite:///relative/path.sqlite3    sqlite:////absolute/path.sqlite3    postgresql://user:pass@host/db
 
@@ -72,10 +73,6 @@ TIME_COLUMNS = frozenset({"created_at", "deleted_at", "last_notification_at"})
 # SQLite result codes a retry can fix: busy, locked, out of memory, read-only (a remount), interrupted,
 # I/O error, disk full, cannot open, lock protocol.
 _SQLITE_RETRYABLE = frozenset({5, 6, 7, 8, 9, 10, 13, 14, 15})
-# PostgreSQL SQLSTATE classes a retry can fix: connection exception, transaction rollback (serialization
-# failure, deadlock), insufficient resources, object not in prerequisite state (lock not available),
-# operator intervention (statement timeout, shutdown), system error (I/O).
-_POSTGRES_RETRYABLE = frozenset({"08", "40", "53", "55", "57", "58"})
 
 clock = time.monotonic  # the time budget's clock (tests replace it: none of them sleeps)
 
@@ -189,9 +186,9 @@ class Store:
             import sqlite3
 
             return (sqlite3.Error,)
-        import psycopg
+        from shared import postgres
 
-        return (psycopg.Error,)
+        return postgres.errors()
 
     def _retryable(self, error: BaseException) -> bool:
         """Whether a retry can fix ``error``: see the module docstring."""
@@ -202,19 +199,17 @@ class Store:
                 return False
             code = getattr(error, "sqlite_errorcode", None)  # unset on one raised by hand
             return code is None or code & 0xFF in _SQLITE_RETRYABLE
-        import psycopg
+        from shared import postgres
 
-        if not isinstance(error, psycopg.Error):
-            return False
-        if error.sqlstate is None:  # raised by the client: a lost connection, or a value it cannot send
-            return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
-        return error.sqlstate[:2] in _POSTGRES_RETRYABLE
+        return postgres.retryable(error)
 
     def _missing_table(self, error: BaseException) -> bool:
         """A table dropped under a running instance: the next request should migrate again."""
         if self.dialect == "sqlite":
             return "no such table" in str(error)
-        return getattr(error, "sqlstate", None) == "42P01"
+        from shared import postgres
+
+        return postgres.sqlstate(error) == postgres.UNDEFINED_TABLE
 
     def _connect(self) -> Any:
         if self.dialect == "sqlite":
@@ -230,14 +225,9 @@ class Store:
             connection.execute("PRAGMA journal_mode=WAL")  # readers (the CMS) do not block the writer
             connection.execute("PRAGMA synchronous=NORMAL")
             return connection
-        import psycopg
-        from psycopg.rows import dict_row
+        from shared import postgres
 
-        # prepare_threshold=None: no server-side prepared statements, so transaction-mode poolers
-        # (PgBouncer, RDS Proxy, Supabase/Neon pooled endpoints) work.
-        return psycopg.connect(self._target, autocommit=True, connect_timeout=max(2, self.timeout),
-                               prepare_threshold=None, row_factory=dict_row,
-                               application_name="cloudinary-asset-sync")
+        return postgres.connect(self._target, timeout=self.timeout, application_name="cloudinary-asset-sync")
 
     def _check_sqlite_folder(self) -> None:
         """A SQLite file's folder must exist and be writable: no retry can fix either (500, not 503).
@@ -264,19 +254,18 @@ class Store:
             self._connection = None
 
     def _sql(self, statement: str) -> str:
-        """``?`` placeholders as the driver wants them (psycopg: ``%s``, and a literal ``%`` doubled)."""
+        """``?`` placeholders as the driver wants them (psycopg2: ``%s``, and a literal ``%`` doubled)."""
         return statement.replace("%", "%%").replace("?", "%s") if self.dialect == "postgresql" else statement
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
         return self._connection.execute(self._sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-        """One statement for many rows: psycopg pipelines it (one round trip), sqlite3 runs it natively."""
+        """One statement for many rows: PostgreSQL gets a hundred rows a round trip, sqlite3 runs it natively."""
         if self.dialect == "sqlite":
             self._connection.executemany(statement, rows)
             return
-        with self._connection.cursor() as cursor:
-            cursor.executemany(self._sql(statement), rows)
+        self._connection.execute_many(self._sql(statement), rows)
 
     def _in(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """``column IN (values)`` and its parameters (PostgreSQL: one array parameter)."""
@@ -454,14 +443,13 @@ class Store:
             return outcome
 
     def _then_savepoint(self, statement: str, params: Sequence[Any], *, again: bool = False) -> Any:
-        """The first row of ``statement``, then ``SAVEPOINT apply``. PostgreSQL: both in one round trip (pipeline
-        mode; the savepoint needs no answer). SQLite: the savepoint only the first time (``again``: no row locks
-        to keep, its write lock covers the whole transaction)."""
+        """The first row of ``statement``, then ``SAVEPOINT apply``. PostgreSQL: the savepoint needs no answer, so
+        it goes out with the next statement, in its round trip. SQLite: the savepoint only the first time
+        (``again``: no row locks to keep, its write lock covers the whole transaction)."""
         if self.dialect == "postgresql":
-            with self._connection.pipeline():
-                cursor = self.execute(statement, params)
-                self._connection.execute("SAVEPOINT apply")
-            return cursor.fetchone()
+            row = self.execute(statement, params).fetchone()
+            self._connection.defer("SAVEPOINT apply")
+            return row
         row = self.execute(statement, params).fetchone()
         if not again:
             self.execute("SAVEPOINT apply")
@@ -1015,7 +1003,7 @@ def _state(value: Any) -> dict[str, Any]:
 def _reason(error: BaseException, url: str) -> str:
     """Why the database refused an event, for ``status``, the answer and the log: the error's class, code and
     first line (PostgreSQL's DETAIL line, which quotes the row's values, is left out), no password, bounded."""
-    state = getattr(error, "sqlstate", None) or getattr(error, "sqlite_errorname", None)
+    state = getattr(error, "pgcode", None) or getattr(error, "sqlite_errorname", None)
     text = " ".join((str(error).strip().splitlines() or [""])[0].split())
     return storable_text(redact(f"{type(error).__name__}{f' {state}' if state else ''}: {text}", url))[:300]
 

@@ -37,7 +37,7 @@ print(json.dumps({"answers": answers, "outside": outside}))
 
 # the import name of each distribution a function may need (boto3 comes with the Lambda runtime)
 IMPORT_NAMES = {"cloudinary": "cloudinary", "python-http-client": "python_http_client", "requests": "requests",
-                "psycopg": "psycopg", "pillow": "PIL", "slack-sdk": "slack_sdk"}
+                "psycopg2-binary": "psycopg2", "pillow": "PIL", "slack-sdk": "slack_sdk"}
 
 
 def unzip(bundle: bundles_module.Bundle, target: Path) -> Path:

@@ -163,7 +163,7 @@ def test_vercels_cron_request_drains_the_channel_through_the_shim(monkeypatch, t
 def test_a_poll_functions_bundle_gets_the_dead_letter_stores_driver(monkeypatch):
     from devtools import bundle
 
-    assert not any(r.startswith("psycopg") for r in bundle.bundle_requirements("hello_tag"))
+    assert not any(r.startswith("psycopg2") for r in bundle.bundle_requirements("hello_tag"))
     monkeypatch.setattr(deploy, "load_config", lambda: POLL)
 
     assert bundle.bundle_requirements("hello_tag") == ["cloudinary>=1.46,<2", *deploy.POLL_REQUIREMENTS]

@@ -38,6 +38,7 @@ import pytest
 
 from functions.asset_sync import db
 from functions.asset_sync.handler import dedupe_key, handle
+from tests import pg
 from tests.helpers import sample, signed_request
 
 pytestmark = pytest.mark.slow  # the robustness suites: `make test` runs them, `make test-fast` does not
@@ -77,11 +78,8 @@ class Database:
     _admin: Any = None  # PostgreSQL: one connection of the test's own, to read back, drop tables, terminate
 
     def admin(self) -> Any:
-        import psycopg
-        from psycopg.rows import dict_row
-
         if self._admin is None or self._admin.closed:
-            self._admin = psycopg.connect(os.environ["TEST_DATABASE_URL"], autocommit=True, row_factory=dict_row)
+            self._admin = pg.Admin(os.environ["TEST_DATABASE_URL"], dict_rows=True)
         return self._admin
 
     def close(self) -> None:
@@ -156,7 +154,7 @@ class Database:
     def terminate(self, connection: Any) -> None:
         """Terminate the connection's backend and see it gone. (pg_terminate_backend's own wait polls every
         100 ms; asking pg_stat_activity, without sleeping, takes about a millisecond.)"""
-        admin, pid = self.admin(), connection.info.backend_pid
+        admin, pid = self.admin(), pg.backend_pid(connection)
         assert admin.execute("SELECT pg_terminate_backend(%s) AS sent", (pid,)).fetchone()["sent"]
         deadline = time.monotonic() + 5
         while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
@@ -179,9 +177,9 @@ class Database:
     def lost_answer_error(self) -> Exception:
         if self.dialect == "sqlite":
             return sqlite3.OperationalError("disk I/O error")
-        import psycopg
+        import psycopg2
 
-        return psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+        return psycopg2.OperationalError("server closed the connection unexpectedly")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -18,6 +18,7 @@ import pytest
 
 from functions.asset_sync import db
 from functions.asset_sync.handler import handle
+from tests import pg
 from tests.helpers import sample, signed_request
 
 ASSET = "3515c6000a548515f1134043f9785c2f"
@@ -27,9 +28,7 @@ TABLES = ("cloudinary_events", "cloudinary_assets", "cloudinary_folders", "cloud
 
 
 def drop_postgres_tables(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
+    with pg.admin(url) as connection:
         for table in TABLES:
             connection.execute(f"DROP TABLE IF EXISTS {table}")
 
@@ -108,9 +107,7 @@ def table_exists(url: str, table: str) -> bool:
             return False
         with sqlite3.connect(target) as connection:
             return connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
-    import psycopg
-
-    with psycopg.connect(target) as connection:
+    with pg.admin(target) as connection:
         return connection.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
 
 
@@ -128,11 +125,8 @@ def query(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[dict[s
         with sqlite3.connect(target) as connection:
             connection.row_factory = sqlite3.Row
             return [dict(row) for row in connection.execute(statement, params)]
-    import psycopg
-    from psycopg.rows import dict_row
-
-    with psycopg.connect(target, row_factory=dict_row) as connection:
-        return connection.execute(statement.replace("?", "%s"), params).fetchall()
+    with pg.admin(target, dict_rows=True) as connection:
+        return [dict(row) for row in connection.execute(statement.replace("?", "%s"), params).fetchall()]
 
 
 def execute(url: str, *statements: str) -> None:
@@ -143,8 +137,6 @@ def execute(url: str, *statements: str) -> None:
             for statement in statements:
                 connection.execute(statement)
         return
-    import psycopg
-
-    with psycopg.connect(target, autocommit=True) as connection:
+    with pg.admin(target) as connection:
         for statement in statements:
             connection.execute(statement)

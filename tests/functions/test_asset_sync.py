@@ -23,6 +23,7 @@ from functions.asset_sync import db
 from functions.asset_sync.__main__ import main as cli
 from functions.asset_sync.handler import APPLIERS, NOTIFICATION_TYPES, handle
 from functions.asset_sync.mirror import AssetChange, AssetRef, event_time, merge, project
+from tests import pg
 from tests.functions.asset_sync_support import (
     ASSET,
     asset,
@@ -357,10 +358,8 @@ def _kill_connection(url: str) -> None:
     store = db.store(url)
     if store.dialect == "sqlite":
         raise sqlite3.OperationalError("disk I/O error")
-    import psycopg
-
-    pid = store._connection.info.backend_pid
-    with psycopg.connect(url, autocommit=True) as admin:
+    pid = pg.backend_pid(store._connection)
+    with pg.admin(url) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
@@ -389,10 +388,8 @@ def test_a_connection_closed_between_requests_is_replaced(database):
     assert send("upload").status == 200
     [kept] = db._idle[database]  # the connection the next request will reuse
     if db.store(database).dialect == "postgresql":
-        import psycopg
-
-        with psycopg.connect(database, autocommit=True) as admin:  # e.g. the server's idle timeout
-            admin.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
+        with pg.admin(database) as admin:  # e.g. the server's idle timeout
+            admin.execute("SELECT pg_terminate_backend(%s)", (pg.backend_pid(kept),))
     else:
         kept.close()
 
@@ -836,8 +833,8 @@ def test_the_benchmark_runs_through_the_local_server(database, monkeypatch):
 def test_postgres_script_starts_a_throwaway_server_reuses_it_and_cleans_up(tmp_path):
     import subprocess
 
-    probe = ("import os, psycopg; "
-             "print(psycopg.connect(os.environ['TEST_DATABASE_URL']).execute('select 41 + 1').fetchone()[0])")
+    probe = ("import os, psycopg2; cursor = psycopg2.connect(os.environ['TEST_DATABASE_URL']).cursor(); "
+             "cursor.execute('select 41 + 1'); print(cursor.fetchone()[0])")
     script = f"""
         set -euo pipefail
         trap 'echo earlier-exit-trap-ran' EXIT

@@ -26,8 +26,8 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
-import psycopg.errors as pg
+import psycopg2
+import psycopg2.errors as pg
 import pytest
 
 from functions.asset_sync import db
@@ -437,27 +437,33 @@ def test_an_event_the_database_refuses_to_record_is_500_for_a_person_not_503(dat
     assert query(database, "SELECT COUNT(*) AS n FROM cloudinary_events") == [{"n": 0}]
 
 
+def _server(error_class: type[psycopg2.Error], sqlstate: str, message: str) -> psycopg2.Error:
+    """A psycopg2 error as the server's answer raises it: its class and its SQLSTATE (``pgcode``, which only the
+    driver can set on the class itself)."""
+    return type(error_class.__name__, (error_class,), {"pgcode": sqlstate})(message)
+
+
 RETRYABLE = [
     ("sqlite", sqlite3.OperationalError("database is locked")),
     ("sqlite", sqlite3.OperationalError("disk I/O error")),
-    ("postgresql", pg.SerializationFailure("could not serialize access due to concurrent update")),
-    ("postgresql", pg.DeadlockDetected("deadlock detected")),
-    ("postgresql", pg.QueryCanceled("canceling statement due to statement timeout")),
-    ("postgresql", pg.LockNotAvailable("could not obtain lock on row")),
-    ("postgresql", pg.AdminShutdown("terminating connection due to administrator command")),
-    ("postgresql", pg.TooManyConnections("sorry, too many clients already")),
-    ("postgresql", psycopg.OperationalError("server closed the connection unexpectedly")),
+    ("postgresql", _server(pg.SerializationFailure, "40001", "could not serialize access due to concurrent update")),
+    ("postgresql", _server(pg.DeadlockDetected, "40P01", "deadlock detected")),
+    ("postgresql", _server(pg.QueryCanceled, "57014", "canceling statement due to statement timeout")),
+    ("postgresql", _server(pg.LockNotAvailable, "55P03", "could not obtain lock on row")),
+    ("postgresql", _server(pg.AdminShutdown, "57P01", "terminating connection due to administrator command")),
+    ("postgresql", _server(pg.TooManyConnections, "53300", "sorry, too many clients already")),
+    ("postgresql", psycopg2.OperationalError("server closed the connection unexpectedly")),  # the client's
 ]
 PERMANENT = [
     ("sqlite", sqlite3.IntegrityError("CHECK constraint failed")),
     ("sqlite", sqlite3.DataError("string or blob too big")),
     ("sqlite", OverflowError("Python int too large to convert to SQLite INTEGER")),
-    ("postgresql", psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")),
-    ("postgresql", pg.UntranslatableCharacter("unsupported Unicode escape sequence")),
-    ("postgresql", pg.NumericValueOutOfRange("integer out of range")),
-    ("postgresql", pg.ProgramLimitExceeded("index row size 3016 exceeds btree version 4 maximum 2704")),
-    ("postgresql", pg.DatetimeFieldOverflow("date/time field value out of range")),
-    ("postgresql", pg.CheckViolation("new row violates check constraint")),
+    ("postgresql", ValueError("A string literal cannot contain NUL (0x00) characters.")),  # psycopg2's refusal
+    ("postgresql", _server(pg.UntranslatableCharacter, "22P05", "unsupported Unicode escape sequence")),
+    ("postgresql", _server(pg.NumericValueOutOfRange, "22003", "integer out of range")),
+    ("postgresql", _server(pg.ProgramLimitExceeded, "54000", "index row size 3016 exceeds btree maximum 2704")),
+    ("postgresql", _server(pg.DatetimeFieldOverflow, "22008", "date/time field value out of range")),
+    ("postgresql", _server(pg.CheckViolation, "23514", "new row violates check constraint")),
     ("postgresql", RecursionError("maximum recursion depth exceeded")),
 ]
 

@@ -28,7 +28,7 @@ sweep), a lone surrogate in each string field, a wrong signature on each sample.
 
 Every run sets the signing secret and every required setting of the function, with DRY_RUN=1. For 1 and 2
 every outbound endpoint points at a closed local port *and* ``socket.connect``/``getaddrinfo`` (and
-psycopg's connect, whose socket is libpq's) are guarded: any attempt is recorded, refused and fails the test.
+psycopg2's connect, whose socket is libpq's) are guarded: any attempt is recorded, refused and fails the test.
 For 3 and 4 (the signature is valid, so reading is allowed) the endpoints point at a local stand-in that
 answers reads plausibly and records writes: it must see none, and nothing may connect anywhere else.
 """
@@ -195,19 +195,15 @@ def outbound(monkeypatch: pytest.MonkeyPatch) -> Outbound:
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is in the dev requirements
-        psycopg = None
-    if psycopg is not None:
-        # libpq opens its socket in C, out of socket.socket's reach: refuse at psycopg's door instead.
-        def refuse_database(*args: Any, **kwargs: Any) -> Any:
-            guard.attempts.append(("postgres", "database"))
-            raise psycopg.OperationalError("robustness guard: database connection refused")
+    import psycopg2
 
-        # psycopg.connect is Connection.connect bound at import: both names need the guard.
-        monkeypatch.setattr(psycopg, "connect", refuse_database)
-        monkeypatch.setattr(psycopg.Connection, "connect", refuse_database)
+    # libpq opens its socket in C, out of socket.socket's reach: refuse at psycopg2's door instead (its
+    # connect() is the one way in; shared.postgres looks it up at every call).
+    def refuse_database(*args: Any, **kwargs: Any) -> Any:
+        guard.attempts.append(("postgres", "database"))
+        raise psycopg2.OperationalError("robustness guard: database connection refused")
+
+    monkeypatch.setattr(psycopg2, "connect", refuse_database)
     return guard
 
 
@@ -1046,10 +1042,11 @@ def test_the_guard_itself_catches_a_connection(outbound: Outbound, closed_port: 
         pass
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo("api.cloudinary.com", 443)
-    import psycopg
+    from shared import postgres
 
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(f"postgresql://robust:robust@127.0.0.1:{closed_port}/robust")
+    with pytest.raises(postgres.driver().OperationalError):
+        postgres.connect(f"postgresql://robust:robust@127.0.0.1:{closed_port}/robust", timeout=1,
+                         application_name="robustness")
     assert outbound.attempts == [("connect", ("127.0.0.1", closed_port)), ("resolve", ("api.cloudinary.com", 443)),
                                  ("postgres", "database")]
 

@@ -24,6 +24,7 @@ import pytest
 from shared import config, idempotency
 from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
 from shared.webhook import Context, webhook
+from tests import pg
 from tests.helpers import ROOT, signed_request
 
 T0 = 1_700_000_000  # the fake clock's start, epoch seconds
@@ -190,9 +191,7 @@ def _postgres_url() -> str:
 
 
 def _drop_postgres_table(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
+    with pg.admin(url) as connection:
         connection.execute("DROP TABLE IF EXISTS idempotency_keys")
 
 
@@ -218,9 +217,7 @@ class Store:
                 rows = connection.execute('SELECT "key", status, expires_at, result FROM idempotency_keys').fetchall()
             return {key: (status, expires_at, json.loads(result) if result is not None else None)
                     for key, status, expires_at, result in rows}
-        import psycopg
-
-        with psycopg.connect(self.target, autocommit=True) as connection:
+        with pg.admin(self.target) as connection:
             if connection.execute("SELECT to_regclass('idempotency_keys')").fetchone()[0] is None:
                 return {}
             rows = connection.execute('SELECT "key", status, expires_at, result FROM idempotency_keys').fetchall()
@@ -466,10 +463,10 @@ def test_a_store_that_does_not_answer_in_time_is_503(store, monkeypatch):
         holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
         release = holder.close
     elif store.kind == "postgresql":
-        import psycopg
+        import psycopg2
 
-        holder = psycopg.connect(store.target)
-        holder.execute("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        holder = psycopg2.connect(store.target)  # not autocommit: the lock lasts until it closes
+        holder.cursor().execute("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
         release = holder.close
     else:
         store.fake.stall.clear()
@@ -788,7 +785,7 @@ def test_the_key_is_the_function_the_action_and_the_signed_bytes():
 def test_importing_it_loads_no_store_library():
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import shared.idempotency; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('sqlite3', '_sqlite3', 'psycopg', 'boto3', 'botocore')))")
+            "('sqlite3', '_sqlite3', 'psycopg2', 'boto3', 'botocore')))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                timeout=60, cwd="/", env={"PATH": os.environ.get("PATH", "")})
     assert completed.stdout.strip() == "[]"

@@ -20,6 +20,7 @@ import pytest
 from shared import dead_letters, poll
 from shared.errors import ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
+from tests import pg
 from tests.fakes.notifications import FakeNotifications, Fault, signed_message
 from tests.helpers import API_KEY, CLOUD_NAME, SECRET
 
@@ -679,9 +680,7 @@ def test_the_store_on_postgresql(fake, monkeypatch):
                     "`make test` (scripts/postgres.sh starts a throwaway one).", pytrace=False)
     monkeypatch.setenv("DATABASE_URL", url)
     letters = dead_letters.open_store()
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as connection:
+    with pg.admin(url) as connection:
         connection.execute("DROP TABLE IF EXISTS webhook_dead_letters")
     fake.publish("recorder", signed_message(upload("samples/dog"), "forged"))
 
@@ -705,7 +704,7 @@ def test_a_store_that_cannot_be_reached_is_unavailable_without_its_password(fake
 def test_postgresql_without_its_driver_is_a_configuration_error_and_the_message_stays(fake, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "psycopg", None)  # a bundle built without psycopg
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # a bundle built without psycopg2
     monkeypatch.setenv("DATABASE_URL", "postgresql://user:pw@127.0.0.1:5432/db")
     fake.publish("recorder", signed_message(upload("samples/dog"), "forged"))
     outcomes: list[poll.Outcome] = []
@@ -713,4 +712,4 @@ def test_postgresql_without_its_driver_is_a_configuration_error_and_the_message_
     counts = drain(on_outcome=outcomes.append).run()
 
     assert counts["kept"] == 1 and fake.requests("ack") == []
-    assert "psycopg is not installed" in outcomes[0].note
+    assert "psycopg2 is not installed" in outcomes[0].note

@@ -40,7 +40,7 @@ PYTHON_VERSION = "3.12"  # template.yaml's Runtime: python3.12
 ARCHITECTURES = ("x86_64", "arm64")
 # This machine runs the bundles of its own architecture; the other architecture's are only inspected.
 HERE = "arm64" if platform.machine().lower() in ("aarch64", "arm64") else "x86_64"
-# Functions with compiled dependencies: Pillow (face_tagging), psycopg's binary build (asset_sync).
+# Functions with compiled dependencies: Pillow (face_tagging), psycopg2-binary (asset_sync).
 INSPECTED_ELSEWHERE = ("face_tagging", "asset_sync")
 SETUP_SCRIPT = ROOT / "scripts" / "platform" / "lambda.sh"
 VENV = ROOT / ".cache" / "platform" / "lambda-py312"

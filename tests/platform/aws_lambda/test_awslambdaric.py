@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from shared import verify
+from tests import pg
 from tests.fakes.cloudinary import FakeCloudinary
 from tests.fakes.rekognition import FakeRekognition
 from tests.helpers import API_KEY, CLOUD_NAME, ROOT, SECRET
@@ -249,11 +250,9 @@ def test_asset_sync_writes_postgresql_through_awslambdaric(start_runtime):
         pytest.fail("TEST_DATABASE_URL is not set, so there is no PostgreSQL to test against. Run the tests with "
                     "`make test` or `bash scripts/test.sh`: they start a throwaway PostgreSQL (scripts/postgres.sh) "
                     "and set it.", pytrace=False)
-    import psycopg
-
     # A database of its own on the throwaway server: other tests drop and recreate their tables.
     database = urlsplit(test_database)._replace(path="/lambda_platform_test").geturl()
-    with psycopg.connect(test_database, autocommit=True) as connection:
+    with pg.admin(test_database) as connection:
         connection.execute("DROP DATABASE IF EXISTS lambda_platform_test WITH (FORCE)")
         connection.execute("CREATE DATABASE lambda_platform_test")
     runtime = start_runtime("asset_sync", secrets={"CLOUDINARY_URL": f"cloudinary://{API_KEY}:{SECRET}@{CLOUD_NAME}",
@@ -276,11 +275,11 @@ def test_asset_sync_writes_postgresql_through_awslambdaric(start_runtime):
     check_logs(runtime, request_ids)
 
     upload = json.loads(bodies["upload"])
-    with psycopg.connect(database) as connection:
+    with pg.admin(database) as connection:
         events = connection.execute("SELECT notification_type, payload FROM cloudinary_events ORDER BY id").fetchall()
         rows = connection.execute("SELECT count(*) FROM cloudinary_assets WHERE asset_id = %s",
                                   (upload["asset_id"],)).fetchone()
-    with psycopg.connect(test_database, autocommit=True) as connection:
+    with pg.admin(test_database) as connection:
         connection.execute("DROP DATABASE lambda_platform_test WITH (FORCE)")
     assert [kind for kind, _ in events] == [json.loads(bodies[sample])["notification_type"] for sample in order]
     assert events[0][1] == bodies["upload"].decode("utf-8")  # the body exactly as signed (it came base64)
@@ -292,11 +291,11 @@ def test_the_runtime_python_brings_no_dependency_of_the_functions(lambda_py):
     come from their bundles (so the answers above prove the bundles carry it)."""
     probe = subprocess.run(
         [str(lambda_py.executable), "-I", "-c", "import importlib.util, json; print(json.dumps({name: bool("
-         "importlib.util.find_spec(name)) for name in ('awslambdaric', 'boto3', 'cloudinary', 'PIL', 'psycopg', "
+         "importlib.util.find_spec(name)) for name in ('awslambdaric', 'boto3', 'cloudinary', 'PIL', 'psycopg2', "
          "'sendgrid', 'requests', 'shared', 'functions')}))"],
         capture_output=True, text=True, timeout=60, check=True, cwd="/")
     assert json.loads(probe.stdout) == {"awslambdaric": True, "boto3": True, "cloudinary": False, "PIL": False,
-                                        "psycopg": False, "sendgrid": False, "requests": False, "shared": False,
+                                        "psycopg2": False, "sendgrid": False, "requests": False, "shared": False,
                                         "functions": False}
 
 

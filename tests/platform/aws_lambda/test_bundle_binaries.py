@@ -26,7 +26,7 @@ SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
 EXTENSION_MODULE = re.compile(r"\.cpython-(\d+)-([a-z0-9_]+-linux-gnu)\.so$")
 # The compiled heart of each function's dependency: present, or the check above proves nothing.
 COMPILED = {"face_tagging": re.compile(r"^PIL/_imaging\.cpython-312-{triplet}\.so$"),
-            "asset_sync": re.compile(r"^psycopg_binary/pq\.cpython-312-{triplet}\.so$")}
+            "asset_sync": re.compile(r"^psycopg2/_psycopg\.cpython-312-{triplet}\.so$")}
 
 
 def elf_header(archive: zipfile.ZipFile, entry: str) -> tuple[int, int, int] | None:
