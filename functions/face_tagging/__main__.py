@@ -7,9 +7,10 @@
 What it writes, and why (rekognition.py loads it; measured with ``python -m bench.accepted face_tagging``):
 
 - ``rekognition/<api version>/service-2.json``: Rekognition's service model holding only the operations
-  face_tagging calls (``rekognition.OPERATIONS``) and the shapes they reach, each exactly as botocore has it
-  (documentation included: it costs ~0.1 MiB). botocore parses the whole model (75 operations, 550 shapes,
-  into OrderedDicts) for every client: ~3.5 MiB of a cold start, where this one costs a tenth of that.
+  face_tagging calls (``rekognition.OPERATIONS``) and the shapes they reach, each as botocore has it without
+  its documentation (HTML for reference pages; botocore reads it only to write docstrings). botocore parses
+  the whole model (75 operations, 550 shapes, into OrderedDicts) for every client: ~3.5 MiB of a cold start;
+  this one ~0.1 MiB (the documentation of even these six operations would be another 0.2).
 - ``endpoints.json``: botocore's endpoint data with every partition as it is, but only the services this
   session can create clients for (Rekognition, and STS/SSO when credentials come from a role or an SSO
   profile). The whole file (1.2 MB, every service) is parsed for any client: ~7 MiB of a cold start.
@@ -58,9 +59,21 @@ def reachable_shapes(model: dict[str, Any], operations: list[str]) -> set[str]:
     return found
 
 
+def undocumented(part: dict[str, Any]) -> dict[str, Any]:
+    """A model's operation or shape without its documentation (and that of the members it references): HTML
+    for the SDKs' reference pages, which botocore reads only to write docstrings (``help(client.method)``)."""
+    part = {key: value for key, value in part.items() if key != "documentation"}
+    if "members" in part:
+        part["members"] = {name: undocumented(ref) for name, ref in part["members"].items()}
+    for key in ("member", "key", "value"):
+        if key in part:
+            part[key] = undocumented(part[key])
+    return part
+
+
 def trimmed_service_model(loader: Any) -> tuple[str, dict[str, Any]]:
     """(api version, the service model with only ``rekognition.OPERATIONS`` and their shapes), in botocore's
-    order, every kept part exactly as botocore has it."""
+    order, every kept part as botocore has it but for its documentation (~0.2 MiB of a cold start)."""
     api_version = loader.determine_latest_version(rekognition.SERVICE, "service-2")
     model = loader.load_data(f"{rekognition.SERVICE}/{api_version}/service-2")
     missing = sorted(set(rekognition.OPERATIONS) - set(model["operations"]))
@@ -69,10 +82,12 @@ def trimmed_service_model(loader: Any) -> tuple[str, dict[str, Any]]:
     kept = reachable_shapes(model, list(rekognition.OPERATIONS))
     trimmed: dict[str, Any] = {}
     for key, value in model.items():
+        if key == "documentation":
+            continue
         if key == "operations":
-            value = {name: op for name, op in value.items() if name in rekognition.OPERATIONS}
+            value = {name: undocumented(op) for name, op in value.items() if name in rekognition.OPERATIONS}
         elif key == "shapes":
-            value = {name: shape for name, shape in value.items() if name in kept}
+            value = {name: undocumented(shape) for name, shape in value.items() if name in kept}
         trimmed[key] = value
     return api_version, trimmed
 

@@ -249,5 +249,8 @@ def crop_box(size: tuple[int, int], box: dict[str, float], margin: float = CROP_
 def crop(pixels: Any, box: dict[str, float]) -> bytes:
     """The face's region of the decoded image as a JPEG, for SearchFacesByImage."""
     out = io.BytesIO()
-    pixels.crop(crop_box(pixels.size, box)).save(out, format="JPEG", quality=CROP_QUALITY)
+    # Named, with no format given: Pillow takes the format from the name and loads no plugin but JPEG's, where
+    # format="JPEG" first loads its BMP, GIF, PNG and PPM plugins too (0.8 MiB of a cold start). Same bytes.
+    out.name = "face.jpg"
+    pixels.crop(crop_box(pixels.size, box)).save(out, quality=CROP_QUALITY)
     return out.getvalue()
