@@ -54,7 +54,7 @@ DEFAULT_RUNS = 11
 API_KEY = "614335564976464"
 SECRET = "bench-api-secret-0123456789"
 CLOUD = "demo-cloud"
-HEAVY = ("cloudinary", "boto3", "botocore", "requests", "urllib3", "PIL", "psycopg", "python_http_client",
+HEAVY = ("cloudinary", "boto3", "botocore", "requests", "urllib3", "PIL", "psycopg2", "python_http_client",
          "sendgrid", "slack_sdk", "cryptography")
 
 # Runs in the fresh interpreter: argv = [event file, module]. Prints one JSON line.
@@ -290,9 +290,9 @@ def _rows(url: str, asset_id: str) -> int:
     if url.startswith("sqlite:///"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
             return connection.execute(query.replace("%s", "?"), (asset_id,)).fetchone()[0]
-    import psycopg
+    from tests import pg
 
-    with psycopg.connect(url) as connection:
+    with pg.admin(url) as connection:
         return connection.execute(query, (asset_id,)).fetchone()[0]
 
 

@@ -67,15 +67,19 @@ def sqlstate(error: BaseException) -> str | None:
     return getattr(error, "pgcode", None)
 
 
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` is the client's own report of a connection lost, closed or never made (the server said
+    nothing: no SQLSTATE)."""
+    psycopg2 = driver()
+    return isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError) and sqlstate(error) is None
+
+
 def retryable(error: BaseException) -> bool:
     """Whether a retry can fix ``error``: a lost or refused connection, a timeout, a conflict, a full disk."""
-    psycopg2 = driver()
-    if not isinstance(error, psycopg2.Error):
+    if not isinstance(error, driver().Error):
         return False
     code = sqlstate(error)
-    if code is None:  # raised by the client: a connection lost, closed or never made
-        return isinstance(error, psycopg2.OperationalError | psycopg2.InterfaceError)
-    return code[:2] in RETRYABLE_CLASSES
+    return connection_lost(error) if code is None else code[:2] in RETRYABLE_CLASSES
 
 
 def check_url(url: str) -> str | None:
@@ -135,8 +139,11 @@ class Connection:
     def _send(self, cursor: Any, query: bytes) -> None:
         if self._pending:
             query = "; ".join(self._pending).encode() + b"; " + query
+            # Gone with this query whatever its answer: the server runs a simple query's statements in order, so
+            # when the last one fails the deferred ones have still run (and a resent SAVEPOINT would fail in the
+            # aborted transaction, taking the ROLLBACK TO it down too).
+            self._pending.clear()
         cursor.execute(query)  # no parameters: psycopg2 sends it as it is
-        self._pending.clear()
 
     def close(self) -> None:
         self._pending.clear()

@@ -177,6 +177,7 @@ class Store:
         self.url = url
         self.dialect, self._target = parse_url(url)
         self._connection: Any = None
+        self._unconfirmed = False  # the next statement is the first on a kept connection (see _first_statement)
         self.timeout = config.integer("ASSET_SYNC_DB_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS, minimum=1)
 
     # --- connection and transaction plumbing ---
@@ -248,6 +249,7 @@ class Store:
                               "cannot write (a read-only deployment? set DATABASE_URL to postgresql://...)")
 
     def close(self) -> None:
+        self._unconfirmed = False
         if self._connection is not None:
             with suppress(Exception):  # closing a broken connection may fail; it is dropped anyway
                 self._connection.close()
@@ -258,6 +260,25 @@ class Store:
         return statement.replace("%", "%%").replace("?", "%s") if self.dialect == "postgresql" else statement
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
+        if self._unconfirmed:
+            return self._first_statement(statement, params)
+        return self._connection.execute(self._sql(statement), params)
+
+    def _first_statement(self, statement: str, params: Sequence[Any]) -> Any:
+        """The transaction's first statement, carrying its deferred BEGIN, on a PostgreSQL connection kept from an
+        earlier request. If the server closed that connection meanwhile (its idle timeout, a restart, a
+        failover), nothing of this transaction reached it: the statement goes again, once, on a fresh one."""
+        from shared import postgres
+
+        self._unconfirmed = False
+        try:
+            return self._connection.execute(self._sql(statement), params)
+        except postgres.errors() as error:
+            if not postgres.connection_lost(error):
+                raise
+        self.close()
+        self._connection = self._connect()
+        self._begin()
         return self._connection.execute(self._sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -285,11 +306,14 @@ class Store:
         try:
             for attempt in (1, 2):
                 try:
-                    if self._connection is None or getattr(self._connection, "closed", False):
+                    kept = self._connection is not None and not getattr(self._connection, "closed", False)
+                    if not kept:
                         self._connection = self._connect()
                     if migrate:
                         self._ensure_schema()
                     self._begin()
+                    # PostgreSQL's BEGIN waits for the first statement: a kept connection is confirmed there.
+                    self._unconfirmed = kept and self.dialect == "postgresql"
                     break
                 except errors:
                     # A connection kept from an earlier request may have been closed by the server
@@ -335,11 +359,11 @@ class Store:
         if self.dialect == "sqlite":
             self._connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
         else:
-            # One round trip (a simple query holding three statements; BEGIN opens the block the SETs are in).
-            # SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read back
-            # near the year-1 and year-9999 limits stay within what Python represents.
-            self._connection.execute(f"BEGIN; SET LOCAL statement_timeout = {int(self.timeout * 1000)}; "
-                                     "SET LOCAL TimeZone = 'UTC'")
+            # Sent with the transaction's first statement, in its round trip (BEGIN opens the block the SETs are
+            # in). SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read
+            # back near the year-1 and year-9999 limits stay within what Python represents.
+            self._connection.defer(f"BEGIN; SET LOCAL statement_timeout = {int(self.timeout * 1000)}; "
+                                   "SET LOCAL TimeZone = 'UTC'")
 
     def _commit(self) -> None:
         self._connection.execute("COMMIT")
