@@ -46,7 +46,10 @@ DEFAULT_TAG_PREFIX = "face:"
 DEFAULT_THRESHOLD = 80.0
 DEFAULT_MAX_FACES = 10
 DEFAULT_BUDGET_SECONDS = 12.0  # Cloudinary gives up after 20 s; the Lambda default timeout is 15 s
-SEARCH_WORKERS = 4  # concurrent searches: fast, and well inside Rekognition's default TPS limits
+# Concurrent searches: each is a network round trip, well inside Rekognition's default TPS limits. They start
+# once the crops are made and the pixels freed, so their threads (and glibc's arena per thread) add nothing
+# measurable to a cold start's peak memory (bench/accepted.py).
+SEARCH_WORKERS = 4
 MAX_ASSET_IDS_PER_LOOKUP = 100  # the Admin API's resources/by_asset_ids takes at most 100
 
 
