@@ -743,7 +743,17 @@ def report(results: dict[str, Any]) -> str:
                   f"in all {steps[-1][1]:.1f} MiB before the request and answer buffers. Before any photo, Python, "
                   f"shared/, the Cloudinary SDK, botocore and the client already hold {client_mib:.1f} MiB"
                   + (": the 40 MiB goal is out of reach with these SDKs, whatever the photo (decoded once here, one "
-                     "copy of its pixels)." if client_mib > 40 else ".")]
+                     "copy of its pixels)." if client_mib > 40 else ".")
+                  + " The client is built from botocore data trimmed to the six Rekognition operations the function "
+                  "calls (functions/face_tagging/botocore_data: botocore's whole model and endpoint file were ~11 MiB "
+                  "of a cold start), and the photo is decoded after DetectFaces at the smallest scale its faces allow "
+                  "(libjpeg's DCT scaling, each face kept at 80 px or more). The rest is the SDKs' and the standard "
+                  "library's own imports: OpenSSL's libcrypto, which hashlib loads for shared/, is ~3.5 MiB of it; "
+                  "urllib3 imports importlib.metadata (with zipfile and csv); botocore, dateutil and xml.etree. The "
+                  "peak comes as the photo is decoded and cropped, ~0.2 MiB apart from run to run. The stand-ins "
+                  "speak plain http: on a deployment, TLS (certifi's authorities loaded into OpenSSL) adds ~1.2 MiB "
+                  "for the image fetch alone (measured once with a TLS stand-in, 2026-11-30), more with "
+                  "Rekognition's."]
     lines += ["", "Not changed here (other sessions own them), with where their time goes (`python -m bench.accepted "
               "--importtime NAME`, once, 2026-11-30): chat_alerts imports slack_sdk's web client package and the "
               "Cloudinary SDK (for thumbnail URLs); asset_sync on PostgreSQL imports psycopg (~60 ms here, with "
