@@ -33,11 +33,12 @@ from shared.assets import AssetRef, asset_named_by
 from shared.errors import BadRequest, ConfigError, DependencyUnavailable
 from shared.webhook import Context, Notification, Result, webhook
 
-from . import images, names
-from .rekognition import CollectionMissing, Gallery, ImageRefused, IndexedFace, prepare_client
+from . import images, names, rekognition
+from .rekognition import CollectionMissing, Gallery, ImageRefused, IndexedFace
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 DEFAULT_TRAINING_FOLDER = "training"
@@ -146,9 +147,10 @@ class Asset(AssetRef):
         asset.tags = tuple(tag for tag in _list(fields.get("tags")) if isinstance(tag, str))
         return asset
 
-    def picture(self) -> images.Picture:
+    def picture(self, meanwhile: Callable[[], None] | None = None) -> images.Picture:
+        """The JPEG Rekognition looks at; ``meanwhile()`` runs while it downloads (in a thread of its own)."""
         url = images.delivery_url(self.public_id, self.resource_type, self.delivery_type, self.version)
-        return images.fetch(url, budget.call_timeout("image fetch", images.DEFAULT_READ_TIMEOUT_SECONDS))
+        return images.fetch(url, budget.call_timeout("image fetch", images.DEFAULT_READ_TIMEOUT_SECONDS), meanwhile)
 
 
 def plan_only(ctx: Context) -> bool:
@@ -168,10 +170,10 @@ def recognise(ctx: Context, options: Options, asset: Asset) -> Result:
         return ctx.done()
 
     budget.narrow(options.budget_seconds)
-    prepare_client()  # a cold start builds the Rekognition client while the image is fetched and decoded
     gallery = Gallery(options.collection_id)
     try:
-        picture = asset.picture()
+        # A cold start builds the Rekognition client (botocore: most of its time) while the image downloads.
+        picture = asset.picture(meanwhile=rekognition.prepare_client if rekognition.cold() else None)
         budget.check("DetectFaces")
         boxes = gallery.detect(picture.data)
     except images.ImageMissing:

@@ -18,6 +18,7 @@ from shared.errors import DependencyRejected, DependencyUnavailable
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 MAX_SIDE = 1600  # plenty for faces, and the JPEG stays far below Rekognition's 5 MB
@@ -88,11 +89,15 @@ def delivery_url(public_id: str, resource_type: str, delivery_type: str, version
     return url
 
 
-def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Picture:
-    """Download the JPEG (at most MAX_BYTES) and check its headers (a JPEG, at most MAX_SIDE a side).
+def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+          meanwhile: Callable[[], None] | None = None) -> Picture:
+    """Download the JPEG (at most MAX_BYTES) and check its headers (a JPEG, at most MAX_SIDE a side). With
+    ``meanwhile``, the download runs in a thread of its own while ``meanwhile()`` runs in this one.
 
     With urllib3, the HTTP client the Cloudinary SDK and botocore already load: one HTTP stack, where
     ``requests`` would add its own import (and a second copy of urllib3's setup) to every cold start."""
+    if meanwhile is not None:
+        return _fetch_while(url, read_timeout, meanwhile)
     import urllib3
 
     try:
@@ -128,6 +133,27 @@ def fetch(url: str, read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS) -> Pictu
         response.release_conn()
     check(data)
     return Picture(data)
+
+
+def _fetch_while(url: str, read_timeout: float, meanwhile: Callable[[], None]) -> Picture:
+    """fetch(url) in a thread while meanwhile() runs here; its picture, or its exception, raised here."""
+    outcome: dict[str, Any] = {}
+
+    def download() -> None:
+        try:
+            outcome["picture"] = fetch(url, read_timeout)
+        except BaseException as error:  # handed to the request's thread, which raises it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=download, name="image-fetch", daemon=True)
+    thread.start()
+    try:
+        meanwhile()
+    finally:
+        thread.join()  # bounded: the download's own connect and read timeouts
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["picture"]
 
 
 _pools: dict[str, Any] = {}

@@ -1186,6 +1186,52 @@ def test_one_client_per_warm_container_with_bounded_timeouts_and_retries(monkeyp
     assert other is not first and other.meta.endpoint_url == "http://127.0.0.1:9"
 
 
+def test_a_cold_recognition_builds_the_client_while_the_image_downloads(configured, monkeypatch):
+    """The client is built in the request's thread (botocore's import is Python work: a thread of its own would
+    only contend for the GIL) while the download, which waits on the network, runs in another."""
+    server, rek, cdn = configured
+    monkeypatch.setattr(rekognition, "_clients", {})  # a cold start
+    threads = {}
+    create, fetch = rekognition._create, images.fetch
+
+    def recording_create(*args):
+        threads["client"] = threading.current_thread()
+        return create(*args)
+
+    def recording_fetch(url, read_timeout=images.DEFAULT_READ_TIMEOUT_SECONDS, meanwhile=None):
+        if meanwhile is None:
+            threads["download"] = threading.current_thread()
+        return fetch(url, read_timeout, meanwhile)
+
+    monkeypatch.setattr(rekognition, "_create", recording_create)
+    monkeypatch.setattr(images, "fetch", recording_fetch)
+    serve_photo(cdn, photo([RED]))
+    rek.on("DetectFaces", {"FaceDetails": [face_detail(RED)]})
+    rek.on("SearchFacesByImage", {"FaceMatches": [match(JOSE_ID, 99.0)]})
+    server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_json(
+        {"public_ids": ["events/offsite-2024/team-dinner"]})
+
+    response = handle(signed_request(sample("face_tagging", "upload")))
+
+    assert response.status == 200 and response.body["tags"] == [f"face:{JOSE}"]
+    assert threads["client"] is threading.main_thread() and threads["download"] is not threading.main_thread()
+    threads.clear()
+    serve_photo(cdn, photo([RED]))
+    handle(signed_request(sample("face_tagging", "upload")))  # warm: no client to build, no second thread
+    assert threads == {"download": threading.main_thread()}
+
+
+def test_a_download_failure_meanwhile_is_raised_in_the_requests_thread(configured):
+    _server, _rek, cdn = configured
+    cdn.serve(b"", status=404)
+    ran_in = []
+
+    with pytest.raises(images.ImageMissing):
+        images.fetch(f"{cdn.url}/demo/image/upload/x.jpg", 1.0, meanwhile=lambda: ran_in.append(
+            threading.current_thread()))
+    assert ran_in == [threading.main_thread()]
+
+
 def test_no_region_is_a_configuration_error(configured, monkeypatch):
     _server, _rek, cdn = configured
     monkeypatch.delenv("AWS_REGION")
