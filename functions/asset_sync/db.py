@@ -581,7 +581,7 @@ class Store:
         # Rows known only by public ID that these changes name with an asset_id: merged into the asset's row.
         named = sorted({change.ref.public_id for change in batch if change.ref.asset_id and change.ref.public_id})
         wanted = set(keys)
-        rows = self._lock_rows(sorted(wanted), named)
+        rows = self._lock_rows(sorted(wanted), named, renamed_since=min(clocks))
         states = {row["asset_id"]: _state(row["sync_state"]) for row in rows if row["asset_id"] in wanted}
         missing = sorted(wanted - set(states))
         if missing:
@@ -590,8 +590,11 @@ class Store:
         absorbed = self._absorb([row for row in rows if row["asset_id"] not in states], batch, keys, states)
         for key, change, clock in zip(keys, batch, clocks, strict=True):
             states[key] = merge(states[key], change, clock)
+        # Whether a folder rename can apply to what is written: read with the lock (PostgreSQL), so that the
+        # usual answer, none, costs no query of its own; new rows and SQLite ask _write_rows to look.
+        renames_possible = bool(missing) or any(row.get("renamed_since", True) for row in rows)
         self._write_rows([(key, state) for key, state in states.items() if state != before.get(key)
-                          or key in missing])
+                          or key in missing], renames_possible=renames_possible)
         if absorbed:
             where, params = self._in("asset_id", sorted(absorbed))
             self.execute(f"DELETE FROM cloudinary_assets WHERE {where}", params)  # noqa: S608 - fixed names
@@ -627,15 +630,26 @@ class Store:
             keys.append(key)
         return keys
 
-    def _lock_rows(self, keys: list[str], public_ids: list[str]) -> list[dict[str, Any]]:
-        """The rows ``keys`` name, and the provisional rows of ``public_ids``, locked for this transaction."""
+    def _lock_rows(self, keys: list[str], public_ids: list[str], *,
+                   renamed_since: str | None = None) -> list[dict[str, Any]]:
+        """The rows ``keys`` name, and the provisional rows of ``public_ids``, locked for this transaction.
+
+        ``renamed_since`` (PostgreSQL): each row also says whether a folder rename after the earlier of that clock
+        and the row's own folder clock is recorded (``renamed_since``): when none is, none can apply to the row's
+        folder after a change at that clock or later (a merged folder clock is one of the two)."""
         where, params = self._in("asset_id", keys)
         if public_ids:
             provisional, more = self._in("public_id", public_ids)
             where = f"{where} OR (asset_id LIKE '{PROVISIONAL}%' AND {provisional})"
             params += more
-        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-        return self.execute("SELECT asset_id, public_id, resource_type, type, sync_state "  # noqa: S608
+        lock, renamed = "", ""
+        if self.dialect == "postgresql":
+            lock = " FOR UPDATE"
+            if renamed_since is not None:
+                renamed = (", EXISTS (SELECT 1 FROM cloudinary_folder_renames WHERE event_clock > "
+                           "LEAST(?, sync_state->'fields'->'asset_folder'->>1)) AS renamed_since")
+                params = [renamed_since, *params]
+        return self.execute(f"SELECT asset_id, public_id, resource_type, type, sync_state{renamed} "  # noqa: S608
                             f"FROM cloudinary_assets WHERE {where} ORDER BY asset_id{lock}", params).fetchall()
 
     def _insert_rows(self, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -665,13 +679,14 @@ class Store:
                     break
         return absorbed
 
-    def _write_rows(self, rows: list[tuple[str, Mapping[str, Any]]]) -> None:
-        """Each row's columns projected from its merge state, in one statement."""
+    def _write_rows(self, rows: list[tuple[str, Mapping[str, Any]]], *, renames_possible: bool = True) -> None:
+        """Each row's columns projected from its merge state, in one statement. ``renames_possible=False``: no
+        folder rename recorded can apply to these rows' folders (see ``_lock_rows``), so none is read."""
         if not rows:
             return
         folder_clocks = [state["fields"]["asset_folder"][1] for _key, state in rows
                          if state.get("fields", {}).get("asset_folder")]
-        renames = self._renames_after_clock(min(folder_clocks)) if folder_clocks else []
+        renames = self._renames_after_clock(min(folder_clocks)) if folder_clocks and renames_possible else []
         now = _now()
         params = []
         for key, state in rows:

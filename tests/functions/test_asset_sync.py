@@ -249,6 +249,43 @@ def test_rename_then_an_older_upload_keeps_the_new_public_id(database):
     assert row["width"] == 2400 and row["tags"] == ["catalog", "chairs"]  # the rest of the upload is in
 
 
+def test_a_move_into_a_folder_delivered_after_that_folders_rename_lands_under_the_new_name(database):
+    # upload (shop/chairs, 05-06 09:00) -> the folder shop/heritage renamed (05-07) -> the asset's move into
+    # shop/heritage (05-06 11:30, before the rename) arrives last: the asset is in the folder's new name.
+    for name in ("upload", "move_or_rename_asset_folder", "move"):
+        assert send(name).status == 200
+
+    assert asset(database)["asset_folder"] == "shop/collections/heritage"
+
+
+def test_the_rename_log_is_read_only_when_a_rename_can_apply(database, monkeypatch):
+    statements: list[str] = []
+    execute = db.Store.execute
+
+    def recording(store: db.Store, statement: str, params: Any = ()) -> Any:
+        statements.append(statement)
+        return execute(store, statement, params)
+
+    monkeypatch.setattr(db.Store, "execute", recording)
+    renames_read = "SELECT event_clock, from_path, to_path FROM cloudinary_folder_renames"
+    postgresql = db.store(database).dialect == "postgresql"
+
+    assert send("upload").status == 200  # a new row: its folder is checked against the log
+    assert send("move").status == 200  # no rename recorded at all
+    assert [s for s in statements if s.startswith(renames_read)] == [renames_read + " WHERE event_clock > ? "
+                                                                     "ORDER BY event_clock"] * (1 if postgresql
+                                                                                                else 2)
+    statements.clear()
+    assert send("move_or_rename_asset_folder").status == 200
+    late = load("move")  # a move at an older time than the rename, delivered now: the rename applies to it
+    late["resources"]["shop/chairs/oak_chair_heritage"]["to_asset_folder"] = "shop/heritage/archive"
+    late["notification_context"]["triggered_at"] = "2024-05-07T09:00:00.000Z"
+    statements.clear()
+    assert send(late).status == 200
+    assert any(s.startswith(renames_read) for s in statements)  # PostgreSQL too: the lock said one can apply
+    assert asset(database)["asset_folder"] == "shop/collections/heritage/archive"
+
+
 def test_delete_then_a_late_tag_change_keeps_the_asset_deleted(database):
     for name in ("upload", "delete", "resource_tags_changed"):
         assert send(name).status == 200
@@ -366,9 +403,9 @@ def _kill_connection(url: str) -> None:
 def test_database_going_away_mid_request_is_503_and_leaves_no_half_applied_event(database, monkeypatch):
     original = db.Store._write_rows
 
-    def dies_midway(self, *args):
+    def dies_midway(self, *args, **kwargs):
         _kill_connection(self.url)  # after the event row was inserted, before the asset row
-        return original(self, *args)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(db.Store, "_write_rows", dies_midway)
     response = send("upload")
