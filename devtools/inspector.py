@@ -18,7 +18,8 @@ Loopback only: the pages and the replay answer only a client on this machine tha
 127.0.0.1, localhost or [::1]: no DNS-rebound name), whatever address ``serve`` listens on. Plain HTML rendered
 here, every value from a payload escaped (and control characters written visibly), a strict Content Security
 Policy with a per-page nonce for the little JavaScript there is, and a replay that is a POST carrying the
-server's per-process token. Development tooling: never bundled with or imported by a deployed function.
+server's token (one per `serve`, made before its workers fork, so that every worker knows it). Development
+tooling: never bundled with or imported by a deployed function.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ import io
 import ipaddress
 import json
 import logging
+import mmap
 import os
 import secrets
 import sqlite3
+import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -60,9 +64,11 @@ SIGNATURE_PREFIX_CHARS = 8
 SIGNATURE_HEADERS = {"x-cld-signature"}
 HIDDEN_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 PREFIX = "/inspector/"
+_SLOT = struct.Struct("@QQ")  # a worker's (queued, done) in shared memory: native, aligned, each written whole
 MAX_FORM_BYTES = 4096
 
 log = logging.getLogger("devtools.inspector")
+_all_stores: weakref.WeakSet[Store] = weakref.WeakSet()  # reset in a forked child (os.register_at_fork)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -97,7 +103,16 @@ class Store:
     ``add`` only appends to an in-memory queue (at most ``queue_limit`` entries; when it is full the oldest
     waiting entry is dropped and counted, a request never waits); one writer thread per store, with one
     long-lived connection, inserts what is waiting in batches, one transaction each. The reads (``latest``,
-    ``get``, ``newest_id``) ``flush`` first, so a page shows what this process has just recorded."""
+    ``get``, ``newest_id``) ``flush`` first, so a page shows what this server has just recorded.
+
+    Across `serve`'s worker processes (``devtools.serving.Workers``): ``share_between`` in the parent before the
+    fork, ``in_worker`` in each worker after it. Each worker then has its own queue, writer thread and connection
+    (made after the fork: a SQLite connection, a lock or a thread never crosses one; the file is in WAL mode and
+    each connection waits up to 5 s for another's write), and a page waits for what *every* worker had queued
+    when it asked: each worker counts what it queued and wrote in a slot of a shared memory page (two 64-bit
+    counters each written by that worker only; the others read them). Entries are listed in the order they were
+    recorded (their time, then their id), as one process recorded them: the ids of two workers' batches
+    interleave by batch."""
 
     def __init__(self, path: Path | str, max_entries: int = MAX_ENTRIES, queue_limit: int = QUEUE_LIMIT) -> None:
         self.path = Path(path)
@@ -111,6 +126,54 @@ class Store:
         self._queued = 0  # entries ever queued
         self._done = 0  # of those: written, dropped or failed
         self._writer: threading.Thread | None = None
+        self._progress: mmap.mmap | None = None  # (queued, done) per worker process: share_between
+        self._slot: int | None = None  # this process's slot in it
+        self._base = 0  # what the slot counted before this process took it over
+        _all_stores.add(self)
+
+    # --- several processes (serve's workers) ---
+
+    def share_between(self, processes: int) -> None:
+        """Before forking ``processes`` workers that each record here: the shared counters (anonymous shared
+        memory, inherited by every child)."""
+        self._progress = mmap.mmap(-1, max(processes, 1) * _SLOT.size)
+
+    def in_worker(self, index: int) -> None:
+        """In worker ``index``, just after the fork: its own queue and writer, counting in slot ``index``. A worker
+        replacing one that died takes its slot over: what the dead one queued and never wrote is lost, and marked
+        done, so that no page waits for it."""
+        self._after_fork()
+        if self._progress is None or not 0 <= index < len(self._progress) // _SLOT.size:
+            return
+        queued, _ = _SLOT.unpack_from(self._progress, index * _SLOT.size)
+        _SLOT.pack_into(self._progress, index * _SLOT.size, queued, queued)
+        self._slot, self._base = index, queued
+
+    def _after_fork(self) -> None:
+        """A child process starts with no queue, no writer thread and fresh locks (the parent's could be held by one
+        of its threads, which the child does not have); entries the parent queued are the parent's to write."""
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._pending = collections.deque()
+        self._queued = self._done = self.dropped = 0
+        self._writer = None
+        self._slot = None
+
+    def _count(self) -> None:  # with self._changed held: this process's progress, for the other workers' pages
+        if self._progress is not None and self._slot is not None:
+            _SLOT.pack_into(self._progress, self._slot * _SLOT.size, self._base + self._queued,
+                            self._base + self._done)
+
+    def _others_behind(self) -> list[tuple[int, int]]:
+        """(slot, entries it had queued) for each other worker that has not written all it had queued yet."""
+        if self._progress is None or self._slot is None:
+            return []
+        behind = []
+        for slot in range(len(self._progress) // _SLOT.size):
+            queued, done = _SLOT.unpack_from(self._progress, slot * _SLOT.size)
+            if slot != self._slot and done < queued:
+                behind.append((slot, queued))
+        return behind
 
     def _open(self) -> sqlite3.Connection:
         if not self._ready:
@@ -147,12 +210,13 @@ class Store:
                 if dropped_ticket is not None:
                     dropped_ticket.append(None)
                 self.dropped += 1
-                self._done += 1
+                self._done += 1  # counted in the slot with the entry queued below
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("inspector: %d notification(s) not recorded so far (the writer is behind)",
                                 self.dropped)
             self._pending.append((entry, ticket))
             self._queued += 1
+            self._count()
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_loop, name="inspector-writer", daemon=True)
                 self._writer.start()
@@ -164,10 +228,24 @@ class Store:
         return ticket[0] if ticket else None
 
     def flush(self, timeout: float | None = 10) -> bool:
-        """Wait until every entry queued so far is written (or dropped); False if ``timeout`` passed first."""
+        """Wait until every entry queued so far, by this process and by the other workers, is written (or dropped);
+        False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        others = self._others_behind()  # what the other workers had queued when this was asked
         with self._changed:
             target = self._queued
-            return self._changed.wait_for(lambda: self._done >= target, timeout)
+            if not self._changed.wait_for(lambda: self._done >= target, timeout):
+                return False
+        while others:  # another process's writer: nothing to wait on but its counter (it writes within ms)
+            progress = self._progress
+            assert progress is not None
+            others = [(slot, queued) for slot, queued in others
+                      if _SLOT.unpack_from(progress, slot * _SLOT.size)[1] < queued]
+            if others:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.002)
+        return True
 
     def _write_loop(self) -> None:
         connection: sqlite3.Connection | None = None
@@ -191,6 +269,7 @@ class Store:
                     if ticket is not None:
                         ticket.append(new_id)
                 self._done += len(batch)
+                self._count()
                 self._changed.notify_all()
 
     def _insert(self, connection: sqlite3.Connection, entries: list[Mapping[str, Any]]) -> list[int | None]:
@@ -208,7 +287,7 @@ class Store:
     def latest(self, limit: int | None = None) -> list[dict[str, Any]]:
         self.flush()
         with self._connect() as connection:
-            rows = connection.execute("SELECT * FROM entries ORDER BY id DESC LIMIT ?",
+            rows = connection.execute("SELECT * FROM entries ORDER BY at DESC, id DESC LIMIT ?",
                                       (limit or self.max_entries,)).fetchall()
         return [dict(row) for row in rows]
 
@@ -227,6 +306,17 @@ class Store:
 
 _stores: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
+
+
+def _reset_stores_after_fork() -> None:
+    global _stores_lock
+    _stores_lock = threading.Lock()
+    for store in list(_all_stores):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; Windows cannot fork
+    os.register_at_fork(after_in_child=_reset_stores_after_fork)
 
 
 def default_store() -> Store:
@@ -439,6 +529,19 @@ class Inspector:
         self.token = secrets.token_urlsafe(32)  # per server: a replay form from any other page lacks it
         self._sign = sign
 
+    def prepare_workers(self, count: int) -> None:
+        """In `serve`'s parent, before it forks ``count`` workers (``devtools.serving.Workers``)."""
+        self.store.share_between(count)
+
+    def worker_started(self, index: int) -> None:
+        """In a worker, after the fork: its own writer and connection, counted in the shared slot ``index``. The
+        token stays the parent's, so that a page from one worker replays through any other."""
+        self.store.in_worker(index)
+
+    def close(self) -> None:
+        """A worker ends: what it queued is written first (for a moment at most)."""
+        self.store.flush(timeout=2)
+
     def recording_input(self, stream: Any) -> RecordingInput:
         return RecordingInput(stream)
 
@@ -564,7 +667,7 @@ class Inspector:
 
     def _list_page(self, router: Any) -> tuple[str, str]:
         entries = self.store.latest()
-        newest = entries[0]["id"] if entries else 0
+        newest = max((entry["id"] for entry in entries), default=0)  # what /inspector/latest says (MAX(id))
         rows = "\n".join(_row(entry) for entry in entries) or (
             '<tr><td colspan="10" class="empty">Nothing yet. Send one: <code>python -m shared send hello_tag</code>'
             "</td></tr>")

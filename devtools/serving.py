@@ -17,18 +17,21 @@ never bundled with a function: production runs each function's ``app`` or ``hand
 from __future__ import annotations
 
 import contextlib
+import errno
 import http
 import importlib
 import io
+import ipaddress
 import json
 import logging
+import os
+import signal
 import socket
 import sys
 import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
@@ -37,6 +40,7 @@ DEFAULT_READ_TIMEOUT = 10.0  # seconds for a whole request (line, headers and bo
 DEFAULT_MAX_CONNECTIONS = 64  # requests handled at once; more wait in the listen backlog
 LINGER_SECONDS = 2.0  # after answering, how long unread request bytes are drained so the client sees the answer
 LINGER_BYTES = 8 * 1024 * 1024
+WRITE_BUFFER_BYTES = 64 * 1024  # an answer up to this size is sent in one write
 
 log = logging.getLogger("devtools.serving")
 
@@ -284,11 +288,14 @@ class DevRequestHandler(WSGIRequestHandler):
 
     def setup(self) -> None:
         read_timeout = self.server.read_timeout  # type: ignore[attr-defined]
-        self.timeout = read_timeout  # StreamRequestHandler.setup: the socket's timeout, for writes
-        super().setup()
-        self.rfile.close()  # replaced by a reader bound to the request's deadline
+        self.connection = self.request
+        self.connection.settimeout(read_timeout)  # for writes; each read gets what is left of the deadline
         self.reader = _DeadlineReader(self.connection, time.monotonic() + read_timeout, read_timeout)
         self.rfile = io.BufferedReader(self.reader)
+        # Buffered: wsgiref writes the status line, the headers and the body separately, and each write to the
+        # socket is a system call (and under several threads a trip through the GIL); buffered, the answer
+        # leaves in one send when the handler flushes after the body. A bigger body is written through.
+        self.wfile = self.connection.makefile("wb", WRITE_BUFFER_BYTES)
 
     def handle(self) -> None:
         self.started = time.perf_counter()
@@ -389,11 +396,17 @@ class DevRequestHandler(WSGIRequestHandler):
         pass
 
 
-class DevServer(ThreadingMixIn, WSGIServer):
-    """A threaded WSGI server for one machine's development: bounded threads, bounded read time."""
+class DevServer(WSGIServer):
+    """A WSGI server for one machine's development: bounded threads, bounded read time.
 
-    daemon_threads = True  # Ctrl-C stops the server even while a request is in flight
-    block_on_close = False  # ... and does not wait for a slow client's handler to finish
+    Its handler threads wait in ``accept()`` on the listening socket themselves (leader/follower): the kernel
+    hands each connection to one waiting thread, which answers it and goes back to waiting. A thread is started
+    only when the last waiting one takes a connection, up to ``max_connections``; beyond that, connections wait
+    unaccepted in the listen backlog. So no thread is started per request (socketserver's ThreadingMixIn started
+    one per connection, handed over from a selector thread: two thread switches and a thread start, under one
+    GIL, for every notification), and the worker processes of ``Workers`` can share the one listening socket:
+    each of their threads waits in the same ``accept()``."""
+
     allow_reuse_address = True
     request_queue_size = 128  # the default backlog of 5 resets connections under a burst of notifications
 
@@ -404,30 +417,96 @@ class DevServer(ThreadingMixIn, WSGIServer):
             raise ValueError("read_timeout must be > 0 and max_connections >= 1")
         self.read_timeout = read_timeout
         self.max_connections = max_connections
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._handlers = 0  # handler threads started
+        self._waiting = 0  # of those, waiting in accept()
         self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
         if ":" in server_address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(server_address, handler_class, bind_and_activate)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        # Every handler busy: this connection waits for one to finish, and the next ones wait unaccepted in
-        # the listen backlog. No thread is started beyond max_connections.
-        while not self._slots.acquire(timeout=0.1):
-            if self._stopping.is_set():
-                self.shutdown_request(request)
-                return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+    def start(self) -> None:
+        """Start answering, in handler threads, and return: what ``serve_forever`` and each worker process do."""
+        with self._lock:
+            if not self._handlers and not self._stopping.is_set():
+                self._add_handler()
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Answer until ``shutdown`` (from another thread) or Ctrl-C (KeyboardInterrupt, in the main thread)."""
+        self._stopped.clear()
         try:
-            super().process_request_thread(request, client_address)
+            self.start()
+            while not self._stopping.wait(poll_interval):  # a timed wait: Ctrl-C interrupts it everywhere
+                pass
         finally:
-            self._slots.release()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting and make ``serve_forever`` return (it waits for that, as socketserver's does). A request
+        in flight is not waited for: its thread is a daemon, as Ctrl-C has always stopped the server at once."""
+        self._stopping.set()
+        self._wake_handlers()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        self._stopping.set()
+        self._wake_handlers()
+        super().server_close()
+
+    def _add_handler(self) -> None:  # with self._lock held
+        self._handlers += 1
+        self._waiting += 1
+        threading.Thread(target=self._handle_connections, name=f"dev-server-handler-{self._handlers}",
+                         daemon=True).start()
+
+    def _handle_connections(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                request, client_address = self.get_request()
+            except OSError as error:
+                if self._stopping.is_set() or error.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
+                    break  # the listening socket is shut or closed
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    time.sleep(0.05)  # out of descriptors or memory: let the connections in flight end first
+                continue  # a connection reset while in the backlog (ECONNABORTED) and the like
+            with self._lock:
+                self._waiting -= 1
+                if not self._waiting and self._handlers < self.max_connections and not self._stopping.is_set():
+                    self._add_handler()  # someone must be waiting in accept() while this thread answers
+            try:
+                if not self._stopping.is_set():
+                    self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                with self._lock:
+                    self._waiting += 1
+
+    def _wake_handlers(self) -> None:
+        """Wake the threads blocked in accept(): on Linux shutting the listening socket does it; where it does
+        not (macOS, Windows: ENOTCONN), one connection per waiting thread. Never called in a worker process:
+        the listening socket is the whole server's (a worker just exits)."""
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+            return
+        except OSError:
+            pass
+        host, port = self.server_address[:2]
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host).is_unspecified:
+                host = "::1" if self.address_family == socket.AF_INET6 else "127.0.0.1"
+        for _ in range(self._waiting):
+            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+                pass
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        request, client_address = self.socket.accept()
+        with contextlib.suppress(OSError):  # the answer is written whole, at once: no reason to wait for an ACK
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return request, client_address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
@@ -435,13 +514,200 @@ class DevServer(ThreadingMixIn, WSGIServer):
             return
         log.error("error while serving a request from %s", client_address[0], exc_info=True)
 
-    def shutdown(self) -> None:
-        self._stopping.set()
-        super().shutdown()
 
-    def server_close(self) -> None:
-        self._stopping.set()
-        super().server_close()
+# --- a process per core ------------------------------------------------------------------------------
+
+MAX_DEFAULT_WORKERS = 8  # a laptop's notifications need no more; each worker imports the SDKs it uses again
+STOP_SECONDS = 5.0  # for the workers to end (record what they have queued) before they are killed
+RESTARTS_ALLOWED = 5  # worker deaths within RESTART_WINDOW_SECONDS before the server gives up
+RESTART_WINDOW_SECONDS = 30.0
+
+
+def default_workers() -> int:
+    """One worker process per CPU this process may run on (its affinity: what ``taskset`` or a container's
+    cpuset leaves it, not the machine's count), at most ``MAX_DEFAULT_WORKERS``; 1 without ``os.fork``."""
+    if not hasattr(os, "fork"):
+        return 1
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS has no sched_getaffinity
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_DEFAULT_WORKERS))
+
+
+class _Stop(BaseException):
+    """SIGTERM, raised in the main thread (a BaseException, as KeyboardInterrupt is: no handler swallows it)."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop
+
+
+class Workers:
+    """``count`` processes forked from this one, each answering on ``server``'s listening socket, watched here.
+
+    Python runs one thread at a time per process, so a single process answers on one core however many threads
+    it has (and its threads queue for the interpreter); gunicorn's answer is a process per core sharing one
+    listening socket, and so is this. The parent binds, prints, imports the functions and then forks, so the
+    workers start warm, and it answers nothing itself: it waits for its workers.
+
+    - ``max_connections`` stays the whole server's bound: each worker handles its share of it at once.
+    - ``on_start(index)`` runs in each worker after the fork, before it answers (the inspector opens its own
+      SQLite connection and writer thread there: neither may cross a fork); ``on_exit()`` as it ends.
+    - Ctrl-C (which a terminal sends to every process of the group) and SIGTERM stop the parent, which stops the
+      workers (SIGTERM; SIGKILL after ``STOP_SECONDS``) and waits for them; the workers ignore SIGINT. A worker
+      also ends when the parent is gone however it went (a pipe the parent holds open reads end-of-file): no
+      orphan keeps the port.
+    - A worker that dies (killed, or a crash in native code) is reported and replaced: a development server
+      should outlive one bad request. More than ``RESTARTS_ALLOWED`` deaths within ``RESTART_WINDOW_SECONDS``
+      (a worker that cannot start) stop the server, with exit status 1.
+    """
+
+    def __init__(self, server: DevServer, count: int, *, on_start: Callable[[int], None] | None = None,
+                 on_exit: Callable[[], None] | None = None, note: Callable[[str], None] | None = None) -> None:
+        if count < 1 or not hasattr(os, "fork"):
+            raise ValueError("Workers needs os.fork and a count of at least 1")
+        self.server = server
+        self.count = min(count, server.max_connections)  # each worker handles at least one request at once
+        total = server.max_connections
+        self.shares = [total // self.count + (1 if index < total % self.count else 0) for index in range(self.count)]
+        self.on_start = on_start
+        self.on_exit = on_exit
+        self.note = note or (lambda text: write_line(text, sys.stderr))
+        self.pids: dict[int, int] = {}  # pid -> worker index
+        self._deaths: list[float] = []
+        self._alive_read = self._alive_write = -1
+
+    def run(self) -> int:
+        """Fork the workers and watch them until Ctrl-C or SIGTERM (0), or until they keep dying (1)."""
+        sys.stdout.flush()  # what the parent printed must not be printed again by a worker's copy of the buffer
+        sys.stderr.flush()
+        self._alive_read, self._alive_write = os.pipe()
+        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        status = 0
+        try:
+            for index in range(self.count):
+                self._spawn(index)
+            while self.pids:
+                pid, wait_status = os.waitpid(-1, 0)
+                index = self.pids.pop(pid, None)
+                if index is None:
+                    continue
+                now = time.monotonic()
+                self._deaths = [at for at in self._deaths if now - at < RESTART_WINDOW_SECONDS] + [now]
+                ended = _ended(os.waitstatus_to_exitcode(wait_status))
+                if len(self._deaths) > RESTARTS_ALLOWED:
+                    self.note(f"worker {pid} {ended}: {len(self._deaths)} workers ended within "
+                              f"{RESTART_WINDOW_SECONDS:g} s, so the server stops (see the errors above)")
+                    status = 1
+                    break
+                self._spawn(index)
+                self.note(f"worker {pid} {ended}; worker {self._pid_of(index)} answers in its place")
+        except (KeyboardInterrupt, _Stop):
+            pass
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})  # a second Ctrl-C: ignored
+            try:
+                self._stop_all()
+            finally:
+                os.close(self._alive_read)
+                os.close(self._alive_write)
+                signal.signal(signal.SIGTERM, previous)
+                with contextlib.suppress(KeyboardInterrupt, _Stop):  # pending while blocked: already stopping
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        return status
+
+    def _pid_of(self, index: int) -> int:
+        return next((pid for pid, at in self.pids.items() if at == index), 0)
+
+    def _spawn(self, index: int) -> None:
+        # Signals blocked across the fork: the child sets its own handlers before any can reach it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._child(index)  # never returns
+            self.pids[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+    def _child(self, index: int) -> None:
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
+            signal.signal(signal.SIGTERM, _raise_stop)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            os.close(self._alive_write)
+            self.server.max_connections = self.shares[index]
+            if self.on_start is not None:
+                self.on_start(index)
+            self.server.start()
+            while os.read(self._alive_read, 1):  # end-of-file once the parent is gone, however it went
+                pass
+            code = 0
+        except _Stop:
+            code = 0
+        except BaseException:
+            log.exception("worker %d could not go on", os.getpid())
+        finally:
+            # os._exit: neither the parent's atexit handlers nor interpreter shutdown (a handler thread mid-request
+            # is abandoned, as Ctrl-C always did); what this worker queued for the inspector is written first.
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                if self.on_exit is not None:
+                    self.on_exit()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def _stop_all(self) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while self.pids and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:  # every one already reaped
+                self.pids.clear()
+                break
+            if pid:
+                self.pids.pop(pid, None)
+            else:
+                time.sleep(0.01)
+        for pid in list(self.pids):
+            self.note(f"worker {pid} did not stop within {STOP_SECONDS:g} s: killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self.pids.pop(pid, None)
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def write_line(line: str, stream: Any = None) -> None:
+    """Print ``line`` in one write(2), so that the lines of several worker processes sharing a terminal, a pipe
+    or a file never interleave within a line (a pipe keeps writes up to PIPE_BUF, 4 KiB, whole; a terminal or a
+    file each write). ``print`` may write a line in pieces."""
+    stream = stream or sys.stdout
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): as print would
+        print(line, file=stream, flush=True)
+        return
+    data = (line + "\n").encode(stream.encoding or "utf-8", "backslashreplace")
+    stream.flush()  # whatever was printed before stays before
+    while data:
+        written = os.write(descriptor, data)
+        data = data[written:]
 
 
 def make_dev_server(host: str, port: int, app: Callable[..., Any], *, read_timeout: float = DEFAULT_READ_TIMEOUT,

@@ -142,7 +142,7 @@ def chunked(body: bytes, size: int, extension: str = "", trailers: str = "") -> 
 
 
 def handler_threads() -> int:
-    return sum(1 for thread in threading.enumerate() if "process_request_thread" in thread.name)
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith("dev-server-handler-"))
 
 
 # --- item 6: what the server prints of a request is escaped --------------------------------------------
