@@ -30,8 +30,8 @@ OPERATIONS = ("CreateCollection", "DeleteFaces", "DetectFaces", "IndexFaces", "L
 # credential providers create clients for from this session (a role to assume, an SSO profile).
 ENDPOINT_SERVICES = (SERVICE, "sts", "sso", "sso-oidc")
 # botocore data trimmed to what this function uses, found before botocore's own (written from it by
-# ``python -m functions.face_tagging trim-botocore-data``; a test fails when botocore's differs). The whole
-# Rekognition model and endpoints.json are ~11 MiB of a cold start once parsed; the trimmed ones ~1 MiB.
+# ``python -m functions.face_tagging trim-botocore-data``; a test fails when botocore's differs). Parsed, the
+# whole Rekognition model and endpoints.json made the client's creation ~11 MiB of a cold start; now ~1 MiB.
 # Missing (an install without the data files), botocore's own data is used: slower and larger, same calls.
 DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "botocore_data")
 DEFAULT_TIMEOUT_SECONDS = 4.0  # one Rekognition call; a whole request must stay well under 20 s
@@ -97,8 +97,8 @@ def prepare_client() -> None:
     """Create the client now, in this thread, unless it exists: a cold recognition calls it while the image
     downloads in another thread, so that botocore's work (importing it, loading the service model and
     endpoint data: most of a cold recognition) overlaps the download's wait on the network. Built here, not in
-    a thread of its own: threads contend for the GIL when both run Python (measured: ~20 ms slower on a local
-    stand-in, and botocore's objects spread over a second malloc arena, ~0.2 MiB more at the peak). Best
+    a thread of its own: threads contend for the GIL when both run Python (measured on local stand-ins: ~15 ms
+    slower, and ~0.1 MiB more at the peak, botocore's objects spread over a second malloc arena). Best
     effort: if the settings are wrong or the creation fails, the request's own ``client()`` call raises it."""
     try:
         key = _client_settings()

@@ -337,6 +337,27 @@ def test_the_crops_come_from_a_decode_as_small_as_the_smallest_face_allows(confi
     assert rek.params("DetectFaces")[0]["Image"]["Bytes"] == base64.b64encode(photo(colours, size=size)).decode()
 
 
+def test_a_sideways_photo_is_decoded_smaller_as_its_upright_faces_allow(configured):
+    # Stored 1200x1600 with EXIF orientation 6: upright 1600x1200, where RED's box is 320x360 px.
+    server, rek, cdn = configured
+    upright = Image.open(io.BytesIO(photo([RED], size=(1600, 1200))))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, format="JPEG", quality=95, exif=exif.tobytes())
+    serve_photo(cdn, sideways.getvalue())
+    rek.on("DetectFaces", {"FaceDetails": [face_detail(RED)]})
+    rek.on("SearchFacesByImage", search_by_colour({RED: [match(JOSE_ID, 99.0)]}))
+    server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_json(
+        {"public_ids": ["events/offsite-2024/team-dinner"]})
+
+    response = handle(signed_request(sample("face_tagging", "upload")))
+
+    assert response.status == 200 and response.body["tags"] == [f"face:{JOSE}"]
+    crop = Image.open(io.BytesIO(image_bytes(rek.params("SearchFacesByImage")[0])))
+    assert crop.size == crop_size((400, 300), BOXES[RED])  # a quarter of the upright photo, upright
+
+
 def crop_size(size: tuple[int, int], box: dict[str, float]) -> tuple[int, int]:
     x0, y0, x1, y1 = images.crop_box(size, box)
     return x1 - x0, y1 - y0
