@@ -22,7 +22,9 @@ HEADERS = Headers([("X-Cld-Timestamp", TIMESTAMP), ("X-Cld-Signature", SIGNATURE
 def step() -> None:
     secrets, max_age, max_future = config.parsed_once("signature", wrapper._SIGNATURE_SETTINGS,
                                                       wrapper._signature_settings)
-    verify.verify_headers(BODY, HEADERS, secrets, now=1700000000.0, max_age=max_age, max_future=max_future)
+    verify.verify(BODY, verify.header(HEADERS, verify.TIMESTAMP_HEADER),
+                  verify.header(HEADERS, verify.SIGNATURE_HEADER), secrets, now=1700000000.0, max_age=max_age,
+                  max_future=max_future)
 
 
 def raw() -> None:

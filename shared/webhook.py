@@ -331,9 +331,11 @@ class Webhook:
         secrets, max_age, max_future = config.parsed_once("signature", _SIGNATURE_SETTINGS, _signature_settings)
         if wider_max_age is not None:
             max_age = max(max_age, wider_max_age)
+        headers = request.headers
         try:
-            verify.verify_headers(request.body, request.headers, secrets, now=self.clock(),
-                                  max_age=max_age, max_future=max_future)
+            verify.verify(request.body, verify.header(headers, verify.TIMESTAMP_HEADER),
+                          verify.header(headers, verify.SIGNATURE_HEADER), secrets, now=self.clock(),
+                          max_age=max_age, max_future=max_future)
         except verify.NoSecretConfigured:
             raise ConfigError("no signing secret: set CLOUDINARY_URL (or CLOUDINARY_NOTIFICATION_SECRETS)") \
                 from None
