@@ -55,6 +55,7 @@ PATH_VARIABLE = "INSPECTOR_DB"
 MAX_ENTRIES = 200
 QUEUE_LIMIT = 1000  # entries waiting for the writer; beyond it the oldest waiting one is dropped
 BATCH_LIMIT = 200  # entries per transaction
+BATCH_DELAY_SECONDS = 0.02  # how long the writer lets entries gather before a transaction, unless a page waits
 MAX_BODY_BYTES = 64 * 1024  # real notifications are a few KiB; a bigger body is kept cut (and not replayable)
 MAX_ANSWER_BYTES = 16 * 1024
 MAX_HEADER_CHARS = 1024
@@ -102,7 +103,8 @@ class Store:
 
     ``add`` only appends to an in-memory queue (at most ``queue_limit`` entries; when it is full the oldest
     waiting entry is dropped and counted, a request never waits); one writer thread per store, with one
-    long-lived connection, inserts what is waiting in batches, one transaction each. The reads (``latest``,
+    long-lived connection, inserts what is waiting in batches, one transaction each, at most
+    ``BATCH_DELAY_SECONDS`` after the first of them was queued. The reads (``latest``,
     ``get``, ``newest_id``) ``flush`` first, so a page shows what this server has just recorded.
 
     Across `serve`'s worker processes (``devtools.serving.Workers``): ``share_between`` in the parent before the
@@ -126,6 +128,8 @@ class Store:
         self._queued = 0  # entries ever queued
         self._done = 0  # of those: written, dropped or failed
         self._writer: threading.Thread | None = None
+        self._writer_idle = False  # the writer waits for an entry (add wakes it)
+        self._urgent = False  # a flush waits (the writer does not wait for more entries)
         self._progress: mmap.mmap | None = None  # (queued, done) per worker process: share_between
         self._slot: int | None = None  # this process's slot in it
         self._base = 0  # what the slot counted before this process took it over
@@ -157,6 +161,7 @@ class Store:
         self._pending = collections.deque()
         self._queued = self._done = self.dropped = 0
         self._writer = None
+        self._writer_idle = self._urgent = False
         self._slot = None
 
     def _count(self) -> None:  # with self._changed held: this process's progress, for the other workers' pages
@@ -221,7 +226,9 @@ class Store:
                 self._writer = threading.Thread(target=self._write_loop, name="inspector-writer", daemon=True)
                 self._writer.start()
                 atexit.register(self.flush)  # `listen` exits: what it drained last is still written
-            self._changed.notify_all()
+            if self._writer_idle:  # only a writer waiting for work is woken: one wake-up per batch, not per entry
+                self._writer_idle = False
+                self._changed.notify_all()
         if ticket is None:
             return None
         self.flush()
@@ -234,6 +241,9 @@ class Store:
         others = self._others_behind()  # what the other workers had queued when this was asked
         with self._changed:
             target = self._queued
+            if self._done < target:
+                self._urgent = True  # someone waits: the writer writes now rather than after BATCH_DELAY_SECONDS
+                self._changed.notify_all()
             if not self._changed.wait_for(lambda: self._done >= target, timeout):
                 return False
         while others:  # another process's writer: nothing to wait on but its counter (it writes within ms)
@@ -251,7 +261,14 @@ class Store:
         connection: sqlite3.Connection | None = None
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: bool(self._pending))
+                while not self._pending:
+                    self._writer_idle = True
+                    self._changed.wait()
+                self._writer_idle = False
+                # A burst of notifications gathers for a moment into one transaction (a commit per entry cost
+                # ~11 page writes and a thread switch per request under load), unless a page or a replay waits.
+                self._changed.wait_for(lambda: self._urgent or len(self._pending) >= BATCH_LIMIT, BATCH_DELAY_SECONDS)
+                self._urgent = False
                 batch = [self._pending.popleft() for _ in range(min(len(self._pending), BATCH_LIMIT))]
             ids: list[int | None] = [None] * len(batch)
             try:
@@ -276,10 +293,12 @@ class Store:
         ids: list[int | None] = []
         with connection:  # one transaction: committed, or rolled back as a whole
             for entry in entries:
-                columns = list(entry)
-                cursor = connection.execute(
-                    f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608
-                    [entry[column] for column in columns])
+                columns = tuple(entry)
+                statement = _INSERTS.get(columns)
+                if statement is None:
+                    statement = _INSERTS[columns] = (
+                        f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})")  # noqa: S608
+                cursor = connection.execute(statement, tuple(entry.values()))
                 ids.append(int(cursor.lastrowid or 0))
             connection.execute("DELETE FROM entries WHERE id <= ?", (max(ids or [0]) - self.max_entries,))
         return ids
@@ -304,6 +323,7 @@ class Store:
         return int(row[0] or 0)
 
 
+_INSERTS: dict[tuple[str, ...], str] = {}  # the INSERT statement for each set of columns (record's: always one)
 _stores: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
 

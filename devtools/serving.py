@@ -41,6 +41,7 @@ DEFAULT_MAX_CONNECTIONS = 64  # requests handled at once; more wait in the liste
 LINGER_SECONDS = 2.0  # after answering, how long unread request bytes are drained so the client sees the answer
 LINGER_BYTES = 8 * 1024 * 1024
 WRITE_BUFFER_BYTES = 64 * 1024  # an answer up to this size is sent in one write
+SLOW_CLIENT_SECONDS = 0.01  # a read waiting longer than this is a slow client: its thread steps aside
 
 log = logging.getLogger("devtools.serving")
 
@@ -192,26 +193,52 @@ class _DeadlineReader(io.RawIOBase):
     """The socket's incoming bytes, each read given only what is left of the request's deadline: a client
     sending a byte every few seconds cannot hold a handler longer than the deadline either."""
 
-    def __init__(self, sock: socket.socket, deadline: float, write_timeout: float) -> None:
+    def __init__(self, sock: socket.socket, deadline: float, write_timeout: float,
+                 on_wait: Callable[[], None] | None = None) -> None:
         self._sock = sock
         self._deadline = deadline
         self._write_timeout = write_timeout
+        self._on_wait = on_wait  # called once, when the client first keeps a read waiting (see DevServer.step_aside)
         self.received = 0
+        self.timed = True  # whether the socket's timeout is not the write timeout (at first it has none)
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:  # what BufferedReader.tell() counts from: the bytes read from the socket so far
+        return self.received
 
     def readinto(self, buffer: Any) -> int:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request did not arrive in time")
-        self._sock.settimeout(remaining)
         try:
-            count = self._sock.recv_into(buffer)
-            self.received += count
-            return count
+            if self._on_wait is not None and remaining > SLOW_CLIENT_SECONDS:
+                self._sock.settimeout(SLOW_CLIENT_SECONDS)
+                try:
+                    count = self._sock.recv_into(buffer)
+                except TimeoutError:  # a slow client: let another thread answer the others meanwhile
+                    on_wait, self._on_wait = self._on_wait, None
+                    on_wait()
+                    remaining = self._deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("the request did not arrive in time") from None
+                    self._sock.settimeout(remaining)
+                    count = self._sock.recv_into(buffer)
+            else:
+                self._sock.settimeout(remaining)
+                count = self._sock.recv_into(buffer)
         finally:
-            self._sock.settimeout(self._write_timeout)  # the answer is written with the ordinary timeout
+            self.timed = True
+        self.received += count
+        return count
+
+    def before_writing(self) -> None:
+        """The answer is written with the ordinary timeout, not with what was left of the reading deadline (set
+        once, here, rather than after every read: each settimeout is a system call)."""
+        if self.timed:
+            self._sock.settimeout(self._write_timeout)
+            self.timed = False
 
 
 class BrokenFraming(OSError):
@@ -282,15 +309,21 @@ class _ServerHandler(ServerHandler):
     def log_exception(self, exc_info: Any) -> None:
         log.error("error while answering a request", exc_info=exc_info)
 
+    def finish_response(self) -> None:
+        request_handler = self.request_handler  # type: ignore[attr-defined]
+        request_handler.server.step_aside()  # the app has run: only writing is left
+        request_handler.reader.before_writing()
+        super().finish_response()
+
 
 class DevRequestHandler(WSGIRequestHandler):
     """One connection, one request (HTTP/1.0 answers, as wsgiref's), framing checked before the app runs."""
 
     def setup(self) -> None:
         read_timeout = self.server.read_timeout  # type: ignore[attr-defined]
-        self.connection = self.request
-        self.connection.settimeout(read_timeout)  # for writes; each read gets what is left of the deadline
-        self.reader = _DeadlineReader(self.connection, time.monotonic() + read_timeout, read_timeout)
+        self.connection = self.request  # no timeout set yet: each read sets what is left of the deadline
+        self.reader = _DeadlineReader(self.connection, time.monotonic() + read_timeout, read_timeout,
+                                      on_wait=self.server.step_aside)  # type: ignore[attr-defined]
         self.rfile = io.BufferedReader(self.reader)
         # Buffered: wsgiref writes the status line, the headers and the body separately, and each write to the
         # socket is a system call (and under several threads a trip through the GIL); buffered, the answer
@@ -328,6 +361,9 @@ class DevRequestHandler(WSGIRequestHandler):
         lengths = self._values("Content-Length")
         if lengths:
             environ["CONTENT_LENGTH"] = lengths[0]  # "5, 5" or two equal headers: one length
+        if stdin is self.rfile and (not lengths or lengths[0].isdigit()):  # where the request ends, if known
+            with contextlib.suppress(OSError, ValueError):
+                self.request_end = self.rfile.tell() + int(lengths[0] if lengths else 0)
         handler = _ServerHandler(stdin, self.wfile, self.get_stderr(), environ, multithread=False)
         handler.request_handler = self  # type: ignore[attr-defined]
         handler.run(self.server.get_app())  # type: ignore[attr-defined]
@@ -358,6 +394,8 @@ class DevRequestHandler(WSGIRequestHandler):
 
     def reject(self, status: int, message: str, code: str | None = None) -> None:
         """Answer before the app runs, close the connection, and print the request's line."""
+        self.server.step_aside()  # type: ignore[attr-defined]
+        self.reader.before_writing()
         self.close_connection = True
         status = int(status)
         body = json.dumps({"error": code or _ERROR_CODES.get(status, "bad_request"), "message": message})
@@ -378,8 +416,12 @@ class DevRequestHandler(WSGIRequestHandler):
     def finish(self) -> None:
         """Answer first, then drain what the client is still sending (for a while): closing a socket with
         unread bytes resets the connection, and the client would lose the answer (a 413 among others)."""
+        self.server.step_aside()  # type: ignore[attr-defined]
         with contextlib.suppress(OSError):
+            self.reader.before_writing()
             self.wfile.flush()
+            if self._all_read():
+                return super().finish()  # nothing left to drain: the connection is closed at once
             self.connection.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + min(LINGER_SECONDS, self.server.read_timeout)  # type: ignore
             drained = 0
@@ -391,6 +433,19 @@ class DevRequestHandler(WSGIRequestHandler):
                 drained += len(data)
         with contextlib.suppress(OSError):
             super().finish()
+
+    def _all_read(self) -> bool:
+        """Whether the client sent exactly the request it announced, all of it read, and nothing after it (yet):
+        then closing cannot reset the connection under the answer, and waiting for the client to close first
+        (the drain) would only hold this thread. A client pipelining a second request after the first (which an
+        HTTP/1.0 answer does not invite) may still see a reset; a chunked body is always drained."""
+        end = getattr(self, "request_end", None)
+        if end is None or self.reader.received != end or not hasattr(socket, "MSG_DONTWAIT"):
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""  # b"": it has closed
+        except BlockingIOError:
+            return True  # nothing more has come
 
     def log_message(self, format: str, *args: Any) -> None:  # the router prints its own line
         pass
@@ -405,7 +460,16 @@ class DevServer(WSGIServer):
     unaccepted in the listen backlog. So no thread is started per request (socketserver's ThreadingMixIn started
     one per connection, handed over from a selector thread: two thread switches and a thread start, under one
     GIL, for every notification), and the worker processes of ``Workers`` can share the one listening socket:
-    each of their threads waits in the same ``accept()``."""
+    each of their threads waits in the same ``accept()``.
+
+    And only one thread of a process accepts and runs a request at a time (it holds the
+    process's gate): the others wait on the gate, not in ``accept()``, so the connections queue in the kernel's
+    backlog, first come first served, where another worker process may take them, instead of 32 threads of one
+    process taking turns on its one interpreter, each request waiting for all the others (measured: p99 twice
+    the median, the same throughput). A thread hands the gate on (``step_aside``) as soon as it no longer
+    computes: once the app has answered (writing the answer and draining the connection only wait), or when its
+    client keeps a read waiting longer than ``SLOW_CLIENT_SECONDS`` (a slow client then holds a thread, never the
+    server: the bound on those threads is ``max_connections``, as before)."""
 
     allow_reuse_address = True
     request_queue_size = 128  # the default backlog of 5 resets connections under a burst of notifications
@@ -423,6 +487,8 @@ class DevServer(WSGIServer):
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
+        self._gate = threading.Lock()  # acquired and released by the same thread: a lock, no Python-level condition
+        self._holding = threading.local()  # .gate: whether this thread holds the gate
         if ":" in server_address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(server_address, handler_class, bind_and_activate)
@@ -461,11 +527,20 @@ class DevServer(WSGIServer):
         threading.Thread(target=self._handle_connections, name=f"dev-server-handler-{self._handlers}",
                          daemon=True).start()
 
+    def step_aside(self) -> None:
+        """The calling thread hands the gate on, if it holds it: it has no more computing to do for now."""
+        if getattr(self._holding, "gate", False):
+            self._holding.gate = False
+            self._gate.release()
+
     def _handle_connections(self) -> None:
         while not self._stopping.is_set():
+            self._gate.acquire()
+            self._holding.gate = True
             try:
                 request, client_address = self.get_request()
             except OSError as error:
+                self.step_aside()
                 if self._stopping.is_set() or error.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
                     break  # the listening socket is shut or closed
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -481,9 +556,11 @@ class DevServer(WSGIServer):
             except Exception:
                 self.handle_error(request, client_address)
             finally:
+                self.step_aside()
                 self.shutdown_request(request)
                 with self._lock:
                     self._waiting += 1
+        self.step_aside()  # stopping: the next thread waiting on the gate sees it too
 
     def _wake_handlers(self) -> None:
         """Wake the threads blocked in accept(): on Linux shutting the listening socket does it; where it does
@@ -502,11 +579,12 @@ class DevServer(WSGIServer):
             with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
                 pass
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        request, client_address = self.socket.accept()
-        with contextlib.suppress(OSError):  # the answer is written whole, at once: no reason to wait for an ACK
-            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return request, client_address
+    def server_bind(self) -> None:
+        super().server_bind()
+        # The answer is written whole, at once: no reason to wait for an ACK before sending it. Set once here:
+        # Linux gives accepted sockets the listening socket's TCP_NODELAY (elsewhere the one write makes it moot).
+        with contextlib.suppress(OSError):
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
