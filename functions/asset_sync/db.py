@@ -433,8 +433,13 @@ class Store:
                       storage_key(event.asset_id) if event.asset_id else None, event.event_clock, event.received_at,
                       event.payload, event.signature_timestamp, event.signature)
             # A value the database refuses for good must not take the event row down with it: the changes are
-            # applied after a savepoint, set in the same round trip as the statement before it.
-            inserted = self._then_savepoint(insert, values)
+            # applied after a savepoint, set in the same round trip as the statement after it.
+            first = self._first_batch(plan)
+            locked = None
+            if first is not None:
+                inserted, locked = self._insert_and_lock(insert, values, first, event.event_clock)
+            else:
+                inserted = self._then_savepoint(insert, values)
             start = 0
             if inserted is None:
                 lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
@@ -449,7 +454,7 @@ class Store:
             else:
                 event_id, event_clock = inserted["id"], event.event_clock
             try:
-                outcome = self.apply(plan, event_clock, start=start, deadline=deadline)
+                outcome = self.apply(plan, event_clock, start=start, deadline=deadline, locked=locked)
             except Exception as error:
                 if self._retryable(error) or self._missing_table(error):
                     raise
@@ -478,6 +483,29 @@ class Store:
         if not again:
             self.execute("SAVEPOINT apply")
         return row
+
+    def _first_batch(self, plan: Plan) -> list[AssetChange] | None:
+        """PostgreSQL: the plan's first batch, when its rows can be locked in the event's own statement (no
+        folder changes to apply first, every asset named by asset_id, so no lookup to make); else None."""
+        if self.dialect != "postgresql" or plan.folders or not plan.assets:
+            return None
+        batch = self._ordered(plan.assets)[:BATCH]
+        return batch if all(change.ref.asset_id for change in batch) else None
+
+    def _insert_and_lock(self, insert: str, values: Sequence[Any], batch: list[AssetChange],
+                         event_clock: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+        """The event inserted and, when it is new, ``batch``'s rows locked, in one statement and round trip: (the
+        event's row or None for a repeat, the locked rows or None). The lock reads the inserted event (LATERAL),
+        so it runs after the insert, in the order every other transaction takes them; a repeat locks nothing."""
+        keys, named = self._targets(batch)
+        lock, params = self._lock_query(sorted(set(keys)), named, renamed_since=event_clock,
+                                        after="event.id IS NOT NULL")
+        rows = self.execute(f"WITH event AS ({insert}) SELECT event.id AS event_id, locked.* "  # noqa: S608
+                            f"FROM event LEFT JOIN LATERAL ({lock}) AS locked ON TRUE", [*values, *params]).fetchall()
+        if not rows:
+            return None, None
+        self._connection.defer("SAVEPOINT apply")
+        return {"id": rows[0]["event_id"]}, [row for row in rows if row["asset_id"] is not None]
 
     def record_batch(self, items: Sequence[tuple[Event, Plan]],
                      then: Callable[[Store], None] | None = None) -> dict[str, int]:
@@ -549,21 +577,21 @@ class Store:
         self.execute("RELEASE SAVEPOINT events")
         return failures
 
-    def apply(self, plan: Plan, event_clock: str, *, start: int = 0, deadline: float | None = None) -> Outcome:
+    def apply(self, plan: Plan, event_clock: str, *, start: int = 0, deadline: float | None = None,
+              locked: list[dict[str, Any]] | None = None) -> Outcome:
         """Apply ``plan`` stated at ``event_clock`` (inside a transaction), from its ``start``-th asset, in
-        batches; stop between two batches when the next one would end after ``deadline``."""
+        batches; stop between two batches when the next one would end after ``deadline``. ``locked``: the
+        first batch's rows, already locked (``_insert_and_lock``)."""
         outcome = Outcome(progress=start)
         if start == 0:
             for change in plan.folders:
                 self._apply_folder(change, event_clock)
-        # A fixed order: two notifications naming the same assets lock them in the same order (no deadlock),
-        # and a retry's ``start`` counts the same assets.
-        changes = sorted(plan.assets, key=lambda c: (c.ref.asset_id or "", c.ref.public_id or ""))
+        changes = self._ordered(plan.assets)
         position = start
         while position < len(changes):
             began = clock()
             batch = changes[position:position + BATCH]
-            self._apply_batch(batch, event_clock)
+            self._apply_batch(batch, event_clock, locked=locked if position == 0 else None)
             position += len(batch)
             outcome.assets += len(batch)
             if deadline is not None and position < len(changes):
@@ -574,14 +602,26 @@ class Store:
         outcome.progress = position
         return outcome
 
-    def _apply_batch(self, batch: list[AssetChange], event_clock: str | Sequence[str]) -> None:
-        """Apply ``batch``, each change at ``event_clock`` (one clock, or one per change)."""
-        clocks = [event_clock] * len(batch) if isinstance(event_clock, str) else list(event_clock)
-        keys = self._resolve(batch)
-        # Rows known only by public ID that these changes name with an asset_id: merged into the asset's row.
+    @staticmethod
+    def _ordered(changes: Sequence[AssetChange]) -> list[AssetChange]:
+        """A fixed order: two notifications naming the same assets lock them in the same order (no deadlock),
+        and a retry's ``start`` counts the same assets."""
+        return sorted(changes, key=lambda c: (c.ref.asset_id or "", c.ref.public_id or ""))
+
+    def _targets(self, batch: list[AssetChange]) -> tuple[list[str], list[str]]:
+        """The row key of each change (``_resolve``), and the public IDs whose provisional rows the changes
+        named by asset_id take over (merged into the asset's row)."""
         named = sorted({change.ref.public_id for change in batch if change.ref.asset_id and change.ref.public_id})
+        return self._resolve(batch), named
+
+    def _apply_batch(self, batch: list[AssetChange], event_clock: str | Sequence[str], *,
+                     locked: list[dict[str, Any]] | None = None) -> None:
+        """Apply ``batch``, each change at ``event_clock`` (one clock, or one per change). ``locked``: its rows,
+        already locked (as ``_lock_rows`` reads them)."""
+        clocks = [event_clock] * len(batch) if isinstance(event_clock, str) else list(event_clock)
+        keys, named = self._targets(batch)
         wanted = set(keys)
-        rows = self._lock_rows(sorted(wanted), named, renamed_since=min(clocks))
+        rows = locked if locked is not None else self._lock_rows(sorted(wanted), named, renamed_since=min(clocks))
         states = {row["asset_id"]: _state(row["sync_state"]) for row in rows if row["asset_id"] in wanted}
         missing = sorted(wanted - set(states))
         if missing:
@@ -637,6 +677,12 @@ class Store:
         ``renamed_since`` (PostgreSQL): each row also says whether a folder rename after the earlier of that clock
         and the row's own folder clock is recorded (``renamed_since``): when none is, none can apply to the row's
         folder after a change at that clock or later (a merged folder clock is one of the two)."""
+        query, params = self._lock_query(keys, public_ids, renamed_since=renamed_since)
+        return self.execute(query, params).fetchall()
+
+    def _lock_query(self, keys: list[str], public_ids: list[str], *, renamed_since: str | None = None,
+                    after: str | None = None) -> tuple[str, list[Any]]:
+        """``_lock_rows``'s statement and parameters; ``after``: a condition of the enclosing statement's."""
         where, params = self._in("asset_id", keys)
         if public_ids:
             provisional, more = self._in("public_id", public_ids)
@@ -649,8 +695,10 @@ class Store:
                 renamed = (", EXISTS (SELECT 1 FROM cloudinary_folder_renames WHERE event_clock > "
                            "LEAST(?, sync_state->'fields'->'asset_folder'->>1)) AS renamed_since")
                 params = [renamed_since, *params]
-        return self.execute(f"SELECT asset_id, public_id, resource_type, type, sync_state{renamed} "  # noqa: S608
-                            f"FROM cloudinary_assets WHERE {where} ORDER BY asset_id{lock}", params).fetchall()
+        if after:
+            where = f"{after} AND ({where})"
+        return (f"SELECT asset_id, public_id, resource_type, type, sync_state{renamed} "  # noqa: S608
+                f"FROM cloudinary_assets WHERE {where} ORDER BY asset_id{lock}", params)
 
     def _insert_rows(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """New, empty rows for ``keys`` (a concurrent request may insert some first: those are read, locked)."""

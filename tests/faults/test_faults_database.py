@@ -206,13 +206,14 @@ class Breaker:
         self.database = database
         self.armed = False
         self.at: tuple[str, int] | str | None = None
-        self.statements: list[str] = []
+        self.statements: list[str] = []  # each statement's first words
+        self.texts: list[str] = []  # and whole
         self.commits = 0
         self.fired = False
         self.on_kept_connection = False  # fired before the first statement of a kept PostgreSQL connection
 
     def arm(self, at: tuple[str, int] | str | None) -> None:
-        self.armed, self.at, self.statements, self.commits, self.fired = True, at, [], 0, False
+        self.armed, self.at, self.statements, self.texts, self.commits, self.fired = True, at, [], [], 0, False
         self.on_kept_connection = False
 
     def disarm(self) -> None:
@@ -220,7 +221,8 @@ class Breaker:
 
     @property
     def event_inserted(self) -> bool:
-        return any(statement.startswith("INSERT INTO cloudinary_events") for statement in self.statements)
+        # PostgreSQL inserts the event in the statement that locks its asset rows (WITH event AS (INSERT ...)).
+        return any("INSERT INTO cloudinary_events" in text for text in self.texts)
 
 
 @pytest.fixture
@@ -232,6 +234,7 @@ def breaker(database, monkeypatch) -> Breaker:
         if breaker.armed:
             index = len(breaker.statements)
             breaker.statements.append(" ".join(statement.split()[:3]))
+            breaker.texts.append(statement)
             if breaker.at == ("statement", index):
                 breaker.fired = True
                 breaker.on_kept_connection = store._unconfirmed
