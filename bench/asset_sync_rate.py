@@ -192,15 +192,15 @@ def report(results: dict[str, Any]) -> str:
             lines += ["", f"What limits it: CPU. In the fastest run ({best['server']}) one notification costs "
                       f"{cpu:.2f} ms of CPU in all (server, PostgreSQL and wrk, measured from /proc while it ran); "
                       f"{cores} cores give at most {cores / cpu * 1000:,.0f} notifications/s, and the other work on "
-                      "this shared machine takes its part. More worker processes do not help (the -w 4 row): they "
-                      "only add switching. The server's share is asset_sync's own work: py-spy on a gunicorn worker "
-                      "under this load (once, 2026-11-30; not repeated by `make bench`) put ~60% of its samples in "
-                      "psycopg issuing the transaction's statements one "
-                      "after another (insert the event, lock the rows, apply, write the rows, commit), each a round "
-                      "trip through psycopg's Python layer; fewer statements per notification (one pipelined batch) "
-                      "is where the time is: since 2026-11-30 (commit 3a5f7de) the transaction's opening, the "
-                      "event insert and its savepoint go in one pipelined round trip (5-6 round trips a notification "
-                      "instead of 7-8); the rest is still one statement after another."]
+                      "this shared machine takes its part. More worker processes do not help (the -w 4 row): each "
+                      "gunicorn worker waits on its own PostgreSQL connection, and more of them only add switching. "
+                      "A notification about a known asset is 3 round trips to PostgreSQL: the event inserted and its "
+                      "asset rows locked in one statement (with the deferred BEGIN in front), the rows written (with "
+                      "the SAVEPOINT in front), COMMIT; a new asset adds its row's insert. Measured once "
+                      "(2026-11-30, not repeated by `make bench`), the same notifications through the same app in one "
+                      "process without HTTP cost 0.65-0.9 ms of Python and 0.6-0.9 ms of PostgreSQL each (the range "
+                      "is the shared machine's noise); the rest of the server's share is gunicorn's HTTP handling and "
+                      "the TCP connection each delivery opens and closes (gunicorn's sync workers close it)."]
     else:
         lines += ["", "(PostgreSQL not measured: run `make bench`, which starts a throwaway server.)"]
     return "\n".join(lines) + "\n"
