@@ -138,8 +138,15 @@ class Store:
     # --- several processes (serve's workers) ---
 
     def share_between(self, processes: int) -> None:
-        """Before forking ``processes`` workers that each record here: the shared counters (anonymous shared
-        memory, inherited by every child)."""
+        """Before forking ``processes`` workers that each record here: the file created (then closed: no connection
+        crosses the fork) and the shared counters (anonymous shared memory, inherited by every child)."""
+        with self._lock:
+            try:
+                if not self._ready:
+                    self._create()
+                    self._ready = True
+            except (OSError, sqlite3.Error) as error:  # each worker will try again, and say why it cannot record
+                log.warning("inspector: cannot prepare %s: %s", self.path, error)
         self._progress = mmap.mmap(-1, max(processes, 1) * _SLOT.size)
 
     def in_worker(self, index: int) -> None:
@@ -184,18 +191,32 @@ class Store:
         if not self._ready:
             with self._lock:
                 if not self._ready:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    with contextlib.suppress(FileExistsError):  # private from the start: it holds payloads
-                        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                    with contextlib.closing(sqlite3.connect(self.path, timeout=5)) as connection:
-                        connection.execute("PRAGMA journal_mode=WAL")
-                        connection.execute(_SCHEMA)
-                        connection.commit()
+                    self._create()
                     self._ready = True
         connection = sqlite3.connect(self.path, timeout=5)
         connection.row_factory = sqlite3.Row
         connection.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per batch, still never corrupt
         return connection
+
+    def _create(self) -> None:
+        """The file (private from the start: it holds payloads), in WAL mode, with its table. Until it is in WAL
+        mode, two processes doing this at once can find it locked without waiting (a rollback journal refuses a
+        reader's upgrade to writer at once): then again, for a while. `serve` does it before its workers fork."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with contextlib.closing(sqlite3.connect(self.path, timeout=5)) as connection:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute(_SCHEMA)
+                    connection.commit()
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @contextlib.contextmanager
     def _connect(self) -> Any:

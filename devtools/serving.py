@@ -25,6 +25,7 @@ import ipaddress
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -440,12 +441,11 @@ class DevRequestHandler(WSGIRequestHandler):
         (the drain) would only hold this thread. A client pipelining a second request after the first (which an
         HTTP/1.0 answer does not invite) may still see a reset; a chunked body is always drained."""
         end = getattr(self, "request_end", None)
-        if end is None or self.reader.received != end or not hasattr(socket, "MSG_DONTWAIT"):
+        if end is None or self.reader.received != end or not hasattr(select, "poll"):
             return False
-        try:
-            return self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""  # b"": it has closed
-        except BlockingIOError:
-            return True  # nothing more has come
+        waiting = select.poll()  # not a recv: on a socket with a timeout, Python would wait for data first
+        waiting.register(self.connection, select.POLLIN)
+        return not waiting.poll(0)  # nothing more has come (an end-of-file would also be readable: then drained)
 
     def log_message(self, format: str, *args: Any) -> None:  # the router prints its own line
         pass
