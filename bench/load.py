@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devtools.serving import default_workers
 from shared import verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,13 +99,17 @@ def _environment() -> dict[str, str]:
     return env
 
 
+WORKERS = default_workers()  # what `serve` and bench/devserver.py fork by default here: one per usable CPU
+
 SERVERS = {
     # name: (command, description)
     "serve": (["-m", "shared", "serve", "--port", "{port}"],
-              "`python -m shared serve` (devtools/serving.py: one thread per request, at most 64 at once, "
-              "HTTP/1.0)"),
+              f"`python -m shared serve` (devtools/serving.py: {WORKERS} worker process{'es' if WORKERS > 1 else ''}, "
+              "its default here, one per CPU; in each one thread computing at a time; at most 64 requests at "
+              "once; HTTP/1.0)"),
     "serve without its inspector": (["-m", "bench.devserver", "{port}"],
-                                    "the same server and router without serve's inspector (bench/devserver.py)"),
+                                    "the same server, workers and router without serve's inspector "
+                                    "(bench/devserver.py)"),
     "gunicorn -w 2": (["-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:{port}", "--log-level", "warning",
                        "bench.wsgi_app:app"], "gunicorn, 2 sync worker processes (one per core)"),
     "gunicorn -w 4": (["-m", "gunicorn", "--workers", "4", "--bind", "127.0.0.1:{port}", "--log-level", "warning",
@@ -342,17 +347,24 @@ def report(results: dict[str, Any]) -> str:
             f"| {_ms(max(run['max_us'] for run in runs))} | {errors[0]} / {errors[1]} "
             f"| {'holds' if p99 <= 20000 else '**not met**'} |")
     if "serve" in results["servers"]:
-        lines += [
-            "", "`serve` records every request for its inspector (devtools/inspector.py): the request only builds "
-            "the entry (its signature verdict, the parsed body, redacted headers) and queues it; one background "
-            "thread writes the queue to SQLite in batches (until 2026-11-30 each request opened a connection and "
-            "committed, and 32 writers queued on SQLite's lock: p99 278-731 ms then). The rest of the difference "
-            "to the row without the inspector is building the entry and that thread's share of the one "
-            "interpreter. The row without the inspector is the same server and router otherwise; what is left "
-            "there is one Python process for everything (a "
-            "thread per connection, one core at a time), where the app's own share is "
-            f"{results.get('app_us', 0):.0f} µs a request (the same requests through the router in one process, "
-            "no HTTP: measured by this section). Under 20 ms here: a process per core."]
+        paragraph = (
+            '`serve` forks {WORKERS} worker process{plural} here (`--workers`, by default one per CPU the process'
+            " may use), which share the listening socket, as gunicorn's do; in each, the threads wait in turn to "
+            'accept a connection and only one computes at a time (the others wait on a lock, not on the '
+            'interpreter, and a thread hands its turn on once the function has answered, or when its client is '
+            "slow), so the connections wait in the kernel's backlog for whichever worker is free. Until "
+            '2026-11-30 it was one process, a thread started per connection and 32 threads taking turns on one '
+            'interpreter: 804-884 req/s, p99 48-54 ms, the row without the inspector p99 34-38 ms. The inspector '
+            '(devtools/inspector.py) records every request: the request builds the entry (its signature verdict, '
+            "the parsed body, redacted headers) and queues it; each worker's writer thread gathers what is queued"
+            ' for up to 20 ms into one SQLite transaction (until 2026-11-30 each request opened a connection and '
+            "committed, and 32 writers queued on SQLite's lock: p99 278-731 ms then). The difference to the row "
+            "without the inspector is that work. The app's own share is {app_us:.0f} µs a request (the same "
+            'requests through the router in one process, no HTTP: measured by this section); beyond it, '
+            "gunicorn's sync workers do less than `serve` (no threads, its own HTTP parser, no line printed per "
+            'request).')
+        lines += ["", paragraph.format(WORKERS=WORKERS, plural="es" if WORKERS > 1 else "",
+                                       app_us=results.get("app_us", 0))]
     lines += ["", "The issue's anchors for the same test (issue 16, 2026-11, quoted, by a native load generator): "
               "the stdlib server 2,600 req/s; gunicorn -w 2 on the same app 3,500-3,900 req/s; `serve` then "
               "1,600-1,700 req/s, p99 22-45 ms.", ""]
