@@ -20,12 +20,13 @@ Not imported by ``shared`` itself: a request rejected for its signature never lo
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 from shared import budget, coldstart, config
 from shared.errors import AssetGone, DependencyRejected, DependencyUnavailable
@@ -44,7 +45,8 @@ DEFAULT_TIMEOUT_SECONDS = 8.0  # Cloudinary waits 20 s for our answer; two calls
 # The Admin API client raises a bare Exception("Error 502 - ...") for the 5xx codes it has no class for.
 _BARE_SERVER_ERROR = re.compile(r"^Error 5\d\d\b")
 
-_configured_from: str | None = None
+_configured_from: str | None = None  # the CLOUDINARY_URL the SDK was last configured from
+_retries_set_for: str | None = None  # ... and the one the Admin API's pool had its retries set for
 
 
 class AssetNotFound(AssetGone):
@@ -61,24 +63,49 @@ def timeout(what: str = "cloudinary") -> float:
     return budget.call_timeout(what, config.number("CLOUDINARY_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS))
 
 
-def sdk() -> SimpleNamespace:
-    """The configured SDK: ``.uploader`` (Upload API), ``.api`` (Admin API), ``.cloudinary``."""
-    global _configured_from
-    if "cloudinary.uploader" not in sys.modules or "cloudinary.api" not in sys.modules:
-        with coldstart.lasting():  # a cold start: the SDK's ~20,000 objects are built once, for good
-            import cloudinary.api
-            import cloudinary.uploader
-    import cloudinary
-    import cloudinary.api
-    import cloudinary.uploader
+class SDK:
+    """The configured SDK: ``.cloudinary`` (configuration, URL building), ``.uploader`` (Upload API), ``.api``
+    (Admin API). The two API modules are imported when first used: a function that only builds URLs (chat_alerts)
+    or only writes (hello_tag, face_tagging) never loads the Admin API's."""
 
+    __slots__ = ("cloudinary",)
+
+    def __init__(self, module: ModuleType) -> None:
+        self.cloudinary = module
+
+    @property
+    def uploader(self) -> Any:
+        return _imported("cloudinary.uploader")
+
+    @property
+    def api(self) -> Any:
+        global _retries_set_for
+        module = _imported("cloudinary.api")
+        if _retries_set_for != _configured_from:  # once per configuration (reset_config replaces nothing here)
+            _no_read_retries()
+            _retries_set_for = _configured_from
+        return module
+
+
+def sdk() -> SDK:
+    """The SDK, configured from CLOUDINARY_URL (again whenever its value changes)."""
+    global _configured_from
+    cloudinary = _imported("cloudinary")
     url = os.environ.get("CLOUDINARY_URL", "")
     if url != _configured_from:
         config.cloudinary_credentials()  # a clear error for a malformed URL, before the SDK's own
         cloudinary.reset_config()  # re-reads CLOUDINARY_URL, including ?upload_prefix=...
-        _no_read_retries()
         _configured_from = url
-    return SimpleNamespace(cloudinary=cloudinary, uploader=cloudinary.uploader, api=cloudinary.api)
+    return SDK(cloudinary)
+
+
+def _imported(name: str) -> ModuleType:
+    """``import name``, its objects built for good when this is the cold start's import."""
+    module = sys.modules.get(name)
+    if module is None:
+        with coldstart.lasting():  # a cold start: the SDK's ~20,000 objects are built once, for good
+            module = importlib.import_module(name)
+    return module
 
 
 def _no_read_retries() -> None:

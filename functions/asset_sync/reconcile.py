@@ -128,10 +128,9 @@ def search_page(expression: str, cursor: str | None, timeout: float) -> Page:
     DependencyRejected: credentials, a refused expression)."""
     from shared import cloudinary_api
 
-    cloudinary_api.sdk()
-    from cloudinary.search import Search
-
-    query = Search()
+    sdk = cloudinary_api.sdk()
+    sdk.api  # noqa: B018 - the Admin API's pool set up (its retries): the Search API calls through it
+    query = sdk.cloudinary.Search()
     if expression:
         query.expression(expression)
     query.max_results(PAGE_SIZE)

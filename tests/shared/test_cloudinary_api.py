@@ -10,6 +10,7 @@ from shared import budget, cloudinary_api
 from shared.assets import AssetRef
 from shared.errors import DependencyUnavailable
 from tests.fakes.cloudinary import Fault
+from tests.helpers import ROOT
 
 CHAIR = AssetRef("shop/chair")
 LAMP = AssetRef("shop/lamp", "image", "authenticated")
@@ -97,7 +98,7 @@ def test_the_sdk_internal_we_configure_is_where_we_expect_it(cloudinary):
     retried three times would take 4x the timeout, past Cloudinary's 20 s). The SDK offers no public setting
     for it: if a release moves ``call_api._http``, this fails and says so, instead of every call silently
     retrying (requirements pin cloudinary>=1.46,<2)."""
-    cloudinary_api.sdk()
+    assert cloudinary_api.sdk().api.__name__ == "cloudinary.api"  # the Admin API, set up at its first use
     from cloudinary.api_client import call_api
 
     pool = getattr(call_api, "_http", None)
@@ -105,3 +106,24 @@ def test_the_sdk_internal_we_configure_is_where_we_expect_it(cloudinary):
         "pycloudinary moved cloudinary.api_client.call_api._http: update shared.cloudinary_api._no_read_retries"
     retries = pool.connection_pool_kw.get("retries")
     assert retries is not None and retries.read == 0 and retries.status == 0
+
+
+def test_the_upload_and_admin_api_modules_load_only_when_used():
+    """Building a URL needs neither API module; writing needs the Upload API's only (a cold start of
+    chat_alerts, hello_tag or face_tagging never pays for the Admin API's)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from shared import cloudinary_api; sdk = cloudinary_api.sdk(); "
+            "sdk.cloudinary.utils.cloudinary_url('sample', secure=True); "
+            "loaded = lambda: [n for n in ('cloudinary.uploader', 'cloudinary.api') if n in sys.modules]; "
+            "steps = [loaded()]; sdk.uploader; steps.append(loaded()); sdk.api; steps.append(loaded()); "
+            "from cloudinary.api_client import call_api; "
+            "steps.append(call_api._http.connection_pool_kw['retries'].read); print(json.dumps(steps))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                               cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""),
+                                                   "CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == [[], ["cloudinary.uploader"], ["cloudinary.uploader", "cloudinary.api"], 0]
