@@ -39,6 +39,7 @@ import os
 import secrets
 import sqlite3
 import struct
+import tempfile
 import threading
 import time
 import weakref
@@ -48,6 +49,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from devtools.serving import printable
+
+try:
+    import fcntl  # POSIX: where `serve` can fork workers, which share the entry ids
+except ImportError:  # Windows: one process, SQLite numbers the entries
+    fcntl = None  # type: ignore[assignment]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = PROJECT_ROOT / ".local" / "inspector.sqlite3"
@@ -66,6 +72,7 @@ SIGNATURE_HEADERS = {"x-cld-signature"}
 HIDDEN_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 PREFIX = "/inspector/"
 _SLOT = struct.Struct("@QQ")  # a worker's (queued, done) in shared memory: native, aligned, each written whole
+_LAST_ID = struct.Struct("@Q")  # after the slots: the last entry id given out (under a lockf lock)
 MAX_FORM_BYTES = 4096
 
 log = logging.getLogger("devtools.inspector")
@@ -112,9 +119,9 @@ class Store:
     (made after the fork: a SQLite connection, a lock or a thread never crosses one; the file is in WAL mode and
     each connection waits up to 5 s for another's write), and a page waits for what *every* worker had queued
     when it asked: each worker counts what it queued and wrote in a slot of a shared memory page (two 64-bit
-    counters each written by that worker only; the others read them). Entries are listed in the order they were
-    recorded (their time, then their id), as one process recorded them: the ids of two workers' batches
-    interleave by batch."""
+    counters each written by that worker only; the others read them). An entry's id is taken when it is recorded,
+    from a counter the workers share (``_next_id``), so ids, and the list (newest id first), keep the order in
+    which the requests were answered, whichever worker's writer commits first."""
 
     def __init__(self, path: Path | str, max_entries: int = MAX_ENTRIES, queue_limit: int = QUEUE_LIMIT) -> None:
         self.path = Path(path)
@@ -130,7 +137,9 @@ class Store:
         self._writer: threading.Thread | None = None
         self._writer_idle = False  # the writer waits for an entry (add wakes it)
         self._urgent = False  # a flush waits (the writer does not wait for more entries)
-        self._progress: mmap.mmap | None = None  # (queued, done) per worker process: share_between
+        self._progress: mmap.mmap | None = None  # (queued, done) per worker process, then the last id: share_between
+        self._slots = 0
+        self._id_lock: Any = None
         self._slot: int | None = None  # this process's slot in it
         self._base = 0  # what the slot counted before this process took it over
         _all_stores.add(self)
@@ -147,14 +156,22 @@ class Store:
                     self._ready = True
             except (OSError, sqlite3.Error) as error:  # each worker will try again, and say why it cannot record
                 log.warning("inspector: cannot prepare %s: %s", self.path, error)
-        self._progress = mmap.mmap(-1, max(processes, 1) * _SLOT.size)
+        self._slots = max(processes, 1)
+        self._progress = mmap.mmap(-1, self._slots * _SLOT.size + _LAST_ID.size)
+        # lockf'd around taking an id: a lock the kernel drops if its holder dies; open for the server's life
+        self._id_lock = tempfile.TemporaryFile()  # noqa: SIM115
+        last = 0
+        with contextlib.suppress(OSError, sqlite3.Error), self._connect() as connection:
+            row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'entries'").fetchone()
+            last = int(row[0]) if row else 0
+        _LAST_ID.pack_into(self._progress, self._slots * _SLOT.size, last)
 
     def in_worker(self, index: int) -> None:
         """In worker ``index``, just after the fork: its own queue and writer, counting in slot ``index``. A worker
         replacing one that died takes its slot over: what the dead one queued and never wrote is lost, and marked
         done, so that no page waits for it."""
         self._after_fork()
-        if self._progress is None or not 0 <= index < len(self._progress) // _SLOT.size:
+        if self._progress is None or not 0 <= index < self._slots:
             return
         queued, _ = _SLOT.unpack_from(self._progress, index * _SLOT.size)
         _SLOT.pack_into(self._progress, index * _SLOT.size, queued, queued)
@@ -171,6 +188,24 @@ class Store:
         self._writer_idle = self._urgent = False
         self._slot = None
 
+    def _next_id(self) -> int | None:
+        """The next entry's id, taken when it is recorded, from the counter all workers share: ids (and the list,
+        newest id first) follow the order in which the workers answered, not the order in which their writers
+        happen to commit. None if it cannot be taken (then SQLite numbers the entry when it is written)."""
+        if self._progress is None or self._slot is None or self._id_lock is None or fcntl is None:
+            return None
+        offset = self._slots * _SLOT.size
+        try:
+            fcntl.lockf(self._id_lock, fcntl.LOCK_EX)
+        except OSError:
+            return None
+        try:
+            (last,) = _LAST_ID.unpack_from(self._progress, offset)
+            _LAST_ID.pack_into(self._progress, offset, last + 1)
+            return last + 1
+        finally:
+            fcntl.lockf(self._id_lock, fcntl.LOCK_UN)
+
     def _count(self) -> None:  # with self._changed held: this process's progress, for the other workers' pages
         if self._progress is not None and self._slot is not None:
             _SLOT.pack_into(self._progress, self._slot * _SLOT.size, self._base + self._queued,
@@ -181,7 +216,7 @@ class Store:
         if self._progress is None or self._slot is None:
             return []
         behind = []
-        for slot in range(len(self._progress) // _SLOT.size):
+        for slot in range(self._slots):
             queued, done = _SLOT.unpack_from(self._progress, slot * _SLOT.size)
             if slot != self._slot and done < queued:
                 behind.append((slot, queued))
@@ -230,6 +265,8 @@ class Store:
         """Queue ``entry`` for the writer; with ``wait``, wait until it is written and return its id (None if
         it could not be)."""
         ticket: list[int | None] | None = [] if wait else None
+        if self._slot is not None and (new_id := self._next_id()) is not None:
+            entry = {**entry, "id": new_id}
         with self._changed:
             if len(self._pending) >= self.queue_limit:
                 _, dropped_ticket = self._pending.popleft()
@@ -314,12 +351,13 @@ class Store:
         ids: list[int | None] = []
         with connection:  # one transaction: committed, or rolled back as a whole
             for entry in entries:
-                columns = tuple(entry)
-                statement = _INSERTS.get(columns)
-                if statement is None:
-                    statement = _INSERTS[columns] = (
-                        f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})")  # noqa: S608
-                cursor = connection.execute(statement, tuple(entry.values()))
+                try:
+                    cursor = connection.execute(_insert_statement(tuple(entry)), tuple(entry.values()))
+                except sqlite3.IntegrityError:  # its id taken meanwhile (`listen`, another process, numbers its own)
+                    if "id" not in entry:
+                        raise
+                    unnumbered = {key: value for key, value in entry.items() if key != "id"}
+                    cursor = connection.execute(_insert_statement(tuple(unnumbered)), tuple(unnumbered.values()))
                 ids.append(int(cursor.lastrowid or 0))
             connection.execute("DELETE FROM entries WHERE id <= ?", (max(ids or [0]) - self.max_entries,))
         return ids
@@ -327,7 +365,7 @@ class Store:
     def latest(self, limit: int | None = None) -> list[dict[str, Any]]:
         self.flush()
         with self._connect() as connection:
-            rows = connection.execute("SELECT * FROM entries ORDER BY at DESC, id DESC LIMIT ?",
+            rows = connection.execute("SELECT * FROM entries ORDER BY id DESC LIMIT ?",
                                       (limit or self.max_entries,)).fetchall()
         return [dict(row) for row in rows]
 
@@ -345,6 +383,15 @@ class Store:
 
 
 _INSERTS: dict[tuple[str, ...], str] = {}  # the INSERT statement for each set of columns (record's: always one)
+
+
+def _insert_statement(columns: tuple[str, ...]) -> str:
+    statement = _INSERTS.get(columns)
+    if statement is None:
+        statement = _INSERTS[columns] = (
+            f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})")  # noqa: S608
+    return statement
+
 _stores: dict[Path, Store] = {}
 _stores_lock = threading.Lock()
 

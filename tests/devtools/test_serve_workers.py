@@ -253,8 +253,27 @@ def test_the_inspector_records_the_requests_of_every_worker_and_a_page_shows_the
     assert recorders(server, database) == server.workers()  # both recorded, each through its own connection
     assert status == 200 and json.loads(latest)["latest"] == sent
     assert status_list == 200 and listing.count(b'<tr id="entry-') == min(sent, 200)
-    times = [float(at) for (at,) in _rows(database, "SELECT at FROM entries ORDER BY at DESC, id DESC")]
-    assert times == sorted(times, reverse=True) and len(times) == min(sent, 200)
+    times = [float(at) for (at,) in _rows(database, "SELECT at FROM entries ORDER BY id DESC")]
+    assert len(times) == min(sent, 200)  # newest first, as the page lists them
+
+
+def test_entry_numbers_follow_the_order_requests_were_answered_whichever_worker_answered(serve, tmp_path):
+    server = serve("--workers", "2")
+    assert wait_until(lambda: len(server.workers()) == 2)
+    sample = json.loads(SAMPLE)
+    names: list[str] = []
+
+    while len(recorders(server, tmp_path / "inspector.sqlite3")) < 2 and len(names) < 200:  # both workers answer
+        for _ in range(12):  # one after the other: the workers take turns, their writers commit when they will
+            names.append(f"in-order/{len(names)}")
+            body = json.dumps({**sample, "public_id": names[-1]}).encode()
+            assert exchange(server.port, notification(body=body))[0] == 200
+    json.loads(page(server.port, "/inspector/latest")[1])  # written, by every worker
+
+    rows = _rows(tmp_path / "inspector.sqlite3", "SELECT id, public_id FROM entries ORDER BY id")
+    assert len(recorders(server, tmp_path / "inspector.sqlite3")) == 2
+    assert [public_id for _, public_id in rows] == names[-200:]
+    assert [entry_id for entry_id, _ in rows] == list(range(len(names) - len(rows) + 1, len(names) + 1))
 
 
 def _rows(database: Path, query: str) -> list[tuple]:
