@@ -377,3 +377,28 @@ def test_max_connections_is_the_whole_servers_bound_shared_by_the_workers():
         assert serving.Workers(server, 8).shares == [1] * 5  # never more workers than requests at once
     finally:
         server.server_close()
+
+
+BROKEN_WORKERS = """
+import sys
+from devtools import serving
+
+def broken(index):
+    raise RuntimeError("this worker cannot start")
+
+server = serving.make_dev_server("127.0.0.1", 0, lambda environ, start_response: [])
+print(f"Serving 0 function(s) on http://127.0.0.1:{server.server_port}", flush=True)
+sys.exit(serving.Workers(server, 2, on_start=broken).run())
+"""
+
+
+def test_workers_that_keep_dying_stop_the_server_with_status_1(serve):
+    server = serve(command=[sys.executable, "-c", BROKEN_WORKERS])
+
+    code = server.process.wait(timeout=30)
+
+    text = "".join(server.lines(0.5))
+    assert code == 1, text
+    assert text.count("answers in its place") == serving.RESTARTS_ALLOWED  # replaced, then no more
+    assert f"{serving.RESTARTS_ALLOWED + 1} workers ended within" in text and "so the server stops" in text
+    assert text.count("RuntimeError: this worker cannot start") >= serving.RESTARTS_ALLOWED + 1  # each said why
