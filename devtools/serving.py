@@ -558,7 +558,7 @@ class DevServer(WSGIServer):
             try:
                 if not self._stopping.is_set():
                     self.finish_request(request, client_address)
-            except Exception:
+            except BaseException:  # SystemExit from a function too: this thread serves on (ThreadingMixIn's ended)
                 self.handle_error(request, client_address)
             finally:
                 self.step_aside()
@@ -695,9 +695,9 @@ class Workers:
             finally:
                 os.close(self._alive_read)
                 os.close(self._alive_write)
-                signal.signal(signal.SIGTERM, previous)
-                with contextlib.suppress(KeyboardInterrupt, _Stop):  # pending while blocked: already stopping
+                with contextlib.suppress(KeyboardInterrupt, _Stop):  # one that came while stopping: stopped already
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+                signal.signal(signal.SIGTERM, previous)
         return status
 
     def _pid_of(self, index: int) -> int:
