@@ -172,15 +172,17 @@ class Router:
                                      {"error": "internal_error", "message": "The function failed; see the server."},
                                      exc_info=sys.exc_info() if seen else None)
         outcome = ""
-        with contextlib.suppress(ValueError, AttributeError):
-            answer = json.loads(b"".join(chunks))
+        body = b"".join(chunks)
+        answer: Any = None
+        with contextlib.suppress(ValueError, AttributeError, RecursionError):
+            answer = json.loads(body)
             outcome = answer.get("status") or answer.get("error", "")
         self.log_line(method, path, seen.get("status", "?"), str(outcome), started)
         if recording is not None:
             status = seen.get("status", "")
             environ["devtools.inspector.entry"] = self.inspector.record_request(
-                environ, str(name), bytes(recording.data), int(status) if status.isdigit() else 0, b"".join(chunks),
-                (time.perf_counter() - started) * 1000)
+                environ, str(name), bytes(recording.data), int(status) if status.isdigit() else 0, body,
+                (time.perf_counter() - started) * 1000, reply=answer if isinstance(answer, dict) else {})
         if method == "HEAD":  # the headers GET would have had, Content-Length included, and no body
             return []
         return chunks
