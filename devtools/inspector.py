@@ -585,13 +585,19 @@ class RecordingInput:
         return iter(self.readline, b"")
 
 
+_HEADER_NAMES: dict[str, str] = {"CONTENT_TYPE": "Content-Type", "CONTENT_LENGTH": "Content-Length"}
+
+
 def request_headers(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
     pairs = []
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            pairs.append(("-".join(part.capitalize() for part in key[5:].split("_")), str(value)))
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            pairs.append(("Content-Type" if key == "CONTENT_TYPE" else "Content-Length", str(value)))
+        name = _HEADER_NAMES.get(key)
+        if name is None and key.startswith("HTTP_"):
+            name = "-".join(part.capitalize() for part in key[5:].split("_"))
+            if len(_HEADER_NAMES) < 256:  # the usual names, spelled once each; a client's inventions are not kept
+                _HEADER_NAMES[key] = name
+        if name is not None and (value or key.startswith("HTTP_")):
+            pairs.append((name, str(value)))
     return sorted(pairs)
 
 
