@@ -49,6 +49,8 @@ LINGER_SECONDS = 2.0  # after answering, how long unread request bytes are drain
 LINGER_BYTES = 8 * 1024 * 1024
 WRITE_BUFFER_BYTES = 64 * 1024  # an answer up to this size is sent in one write
 SLOW_CLIENT_SECONDS = 0.01  # a read waiting longer than this is a slow client: its thread steps aside
+SMALL_ANSWER_BYTES = 16 * 1024  # an answer this size fits a new socket's send buffer: written without waiting
+LONG_REQUEST_SECONDS = 0.05  # a request holding the gate longer than this waits on something: others go ahead
 
 log = logging.getLogger("devtools.serving")
 
@@ -320,8 +322,10 @@ class _ServerHandler(ServerHandler):
 
     def finish_response(self) -> None:
         request_handler = self.request_handler  # type: ignore[attr-defined]
-        request_handler.server.step_aside()  # the app has run: only writing is left
         request_handler.reader.before_writing()
+        length = (self.headers.get("Content-Length") or "") if self.headers is not None else ""
+        if not (length.isdigit() and int(length) <= SMALL_ANSWER_BYTES):  # could wait on a client not reading
+            request_handler.server.step_aside()
         super().finish_response()
 
 
@@ -403,8 +407,7 @@ class DevRequestHandler(WSGIRequestHandler):
 
     def reject(self, status: int, message: str, code: str | None = None) -> None:
         """Answer before the app runs, close the connection, and print the request's line."""
-        self.server.step_aside()  # type: ignore[attr-defined]
-        self.reader.before_writing()
+        self.reader.before_writing()  # a short JSON answer: written at once, within the socket's buffer
         self.close_connection = True
         status = int(status)
         body = json.dumps({"error": code or _ERROR_CODES.get(status, "bad_request"), "message": message})
@@ -425,12 +428,12 @@ class DevRequestHandler(WSGIRequestHandler):
     def finish(self) -> None:
         """Answer first, then drain what the client is still sending (for a while): closing a socket with
         unread bytes resets the connection, and the client would lose the answer (a 413 among others)."""
-        self.server.step_aside()  # type: ignore[attr-defined]
         with contextlib.suppress(OSError):
             self.reader.before_writing()
             self.wfile.flush()
             if self._all_read():
                 return super().finish()  # nothing left to drain: the connection is closed at once
+            self.server.step_aside()  # type: ignore[attr-defined]  # draining waits on the client
             self.connection.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + min(LINGER_SECONDS, self.server.read_timeout)  # type: ignore
             drained = 0
@@ -474,10 +477,14 @@ class DevServer(WSGIServer):
     process's gate): the others wait on the gate, not in ``accept()``, so the connections queue in the kernel's
     backlog, first come first served, where another worker process may take them, instead of 32 threads of one
     process taking turns on its one interpreter, each request waiting for all the others (measured: p99 twice
-    the median, the same throughput). A thread hands the gate on (``step_aside``) as soon as it no longer
-    computes: once the app has answered (writing the answer and draining the connection only wait), or when its
-    client keeps a read waiting longer than ``SLOW_CLIENT_SECONDS`` (a slow client then holds a thread, never the
-    server: the bound on those threads is ``max_connections``, as before)."""
+    the median, the same throughput). The thread holding the gate keeps it from one connection to the next, as a
+    gunicorn sync worker loops (no thread switch between requests), and hands it on (``step_aside``) only before
+    it would wait on a client: when a read waits longer than ``SLOW_CLIENT_SECONDS``, before writing an answer
+    bigger than ``SMALL_ANSWER_BYTES``, before draining a request it did not read whole. A slow client then
+    holds a thread, never the server: the bound on those threads is ``max_connections``, as before. And a slow
+    function (one waiting on an API, not a dry run) holds no one back either: once the holder has been on one
+    request longer than ``LONG_REQUEST_SECONDS``, the next thread stops waiting for the gate and answers
+    alongside it (``_wait_for_gate``)."""
 
     allow_reuse_address = True
     request_queue_size = 128  # the default backlog of 5 resets connections under a burst of notifications
@@ -496,6 +503,7 @@ class DevServer(WSGIServer):
         self._stopped = threading.Event()
         self._stopped.set()
         self._gate = threading.Lock()  # acquired and released by the same thread: a lock, no Python-level condition
+        self._busy_since: float | None = None  # when the gate's holder took the request it is answering
         self._holding = threading.local()  # .gate: whether this thread holds the gate
         if ":" in server_address[0]:
             self.address_family = socket.AF_INET6
@@ -539,12 +547,25 @@ class DevServer(WSGIServer):
         """The calling thread hands the gate on, if it holds it: it has no more computing to do for now."""
         if getattr(self._holding, "gate", False):
             self._holding.gate = False
+            self._busy_since = None
             self._gate.release()
+
+    def _wait_for_gate(self) -> None:
+        """Take the gate; or, once its holder has been busy with one request for longer than ``LONG_REQUEST_SECONDS``
+        (a function waiting on Cloudinary's API, say), go on without it: this thread then answers alongside, as a
+        thread per connection would, so one slow function never holds the others back."""
+        while not self._gate.acquire(timeout=LONG_REQUEST_SECONDS):
+            since = self._busy_since
+            if self._stopping.is_set() or (since is not None and time.monotonic() - since > LONG_REQUEST_SECONDS):
+                return
+        self._holding.gate = True
 
     def _handle_connections(self) -> None:
         while not self._stopping.is_set():
-            self._gate.acquire()
-            self._holding.gate = True
+            if not getattr(self._holding, "gate", False):  # kept from the last request unless it stepped aside
+                self._wait_for_gate()
+            if self._stopping.is_set():
+                break
             try:
                 request, client_address = self.get_request()
             except OSError as error:
@@ -558,14 +579,17 @@ class DevServer(WSGIServer):
                 self._waiting -= 1
                 if not self._waiting and self._handlers < self.max_connections and not self._stopping.is_set():
                     self._add_handler()  # someone must be waiting in accept() while this thread answers
+            if getattr(self._holding, "gate", False):
+                self._busy_since = time.monotonic()
             try:
                 if not self._stopping.is_set():
                     self.finish_request(request, client_address)
             except BaseException:  # SystemExit from a function too: this thread serves on (ThreadingMixIn's ended)
                 self.handle_error(request, client_address)
             finally:
-                self.step_aside()
-                self.shutdown_request(request)
+                if getattr(self._holding, "gate", False):
+                    self._busy_since = None
+                self.shutdown_request(request)  # the gate kept: this thread accepts the next one, no thread switch
                 with self._lock:
                     self._waiting += 1
         self.step_aside()  # stopping: the next thread waiting on the gate sees it too

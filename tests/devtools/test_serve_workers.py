@@ -402,3 +402,35 @@ def test_workers_that_keep_dying_stop_the_server_with_status_1(serve):
     assert text.count("answers in its place") == serving.RESTARTS_ALLOWED  # replaced, then no more
     assert f"{serving.RESTARTS_ALLOWED + 1} workers ended within" in text and "so the server stops" in text
     assert text.count("RuntimeError: this worker cannot start") >= serving.RESTARTS_ALLOWED + 1  # each said why
+
+
+# --- within one process: the thread that computes, and a function that waits ---------------------------------
+
+def test_a_function_that_waits_holds_no_other_request_back():
+    """One thread per process computes at a time (the gate); a function waiting on an API must not keep it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            entered.set()
+            release.wait(30)  # a function waiting on Cloudinary's API, say
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serving.make_dev_server("127.0.0.1", 0, app)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(exchange, server.server_port, b"GET /slow HTTP/1.0\r\n\r\n", 30)
+            assert entered.wait(10)
+
+            fast = [exchange(server.server_port, b"GET /fast HTTP/1.0\r\n\r\n", 10) for _ in range(3)]
+
+            assert [(status, body) for status, _, body in fast] == [(200, b"ok")] * 3
+            assert not slow.done()  # answered while the slow one still waits
+            release.set()
+            assert slow.result(timeout=10)[0] == 200
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
