@@ -349,15 +349,16 @@ def report(results: dict[str, Any]) -> str:
     if "serve" in results["servers"]:
         paragraph = (
             '`serve` forks {WORKERS} worker process{plural} here (`--workers`, by default one per CPU the process'
-            " may use), which share the listening socket, as gunicorn's do; in each, the threads wait in turn to "
-            'accept a connection and only one computes at a time (the others wait on a lock, not on the '
-            'interpreter, and a thread hands its turn on once the function has answered, or when its client is '
-            "slow), so the connections wait in the kernel's backlog for whichever worker is free. Until "
-            '2026-11-30 it was one process, a thread started per connection and 32 threads taking turns on one '
-            'interpreter: 804-884 req/s, p99 48-54 ms, the row without the inspector p99 34-38 ms. The inspector '
-            '(devtools/inspector.py) records every request: the request builds the entry (its signature verdict, '
-            "the parsed body, redacted headers) and queues it; each worker's writer thread gathers what is queued"
-            ' for up to 20 ms into one SQLite transaction (until 2026-11-30 each request opened a connection and '
+            " may use), which share the listening socket, as gunicorn's do; in each, only one thread accepts and "
+            'computes at a time, and it keeps that turn from one request to the next, as a gunicorn sync worker '
+            'loops: it hands it on only before it would wait on a client (a slow read, a big answer, a drain) or '
+            'when one request takes over 50 ms (a function waiting on an API), so the connections wait in the '
+            "kernel's backlog for whichever worker is free. Until 2026-11-30 it was one process, a thread started"
+            ' per connection and 32 threads taking turns on one interpreter: 804-884 req/s, p99 48-54 ms, the row'
+            ' without the inspector p99 34-38 ms. The inspector (devtools/inspector.py) records every request: '
+            'the request builds the entry (the parsed body, redacted headers; the signature checked again unless '
+            "the function answered 200) and queues it; each worker's writer thread gathers what is queued for up "
+            'to 20 ms into one SQLite transaction (until 2026-11-30 each request opened a connection and '
             "committed, and 32 writers queued on SQLite's lock: p99 278-731 ms then). The difference to the row "
             "without the inspector is that work. The app's own share is {app_us:.0f} µs a request (the same "
             'requests through the router in one process, no HTTP: measured by this section); beyond it, '
