@@ -554,11 +554,13 @@ class DevServer(WSGIServer):
         """Take the gate; or, once its holder has been busy with one request for longer than ``LONG_REQUEST_SECONDS``
         (a function waiting on Cloudinary's API, say), go on without it: this thread then answers alongside, as a
         thread per connection would, so one slow function never holds the others back."""
-        while not self._gate.acquire(timeout=LONG_REQUEST_SECONDS):
+        while True:  # the holder's state checked first: in a burst of slow requests each new thread joins at once
             since = self._busy_since
             if self._stopping.is_set() or (since is not None and time.monotonic() - since > LONG_REQUEST_SECONDS):
                 return
-        self._holding.gate = True
+            if self._gate.acquire(timeout=LONG_REQUEST_SECONDS):
+                self._holding.gate = True
+                return
 
     def _handle_connections(self) -> None:
         while not self._stopping.is_set():
