@@ -84,8 +84,11 @@ def goals(accepted: Any, load: Any, rate: Any, speed: Any, calls: Any) -> str:
         for name, data in load["servers"].items():
             if "runs" in data:
                 p99 = statistics.median(run["p99_us"] for run in data["runs"]) / 1000
-                rows.append((f"1,000 requests from 32 clients, {name}", f"p99 {p99:.1f} ms (<= 20 ms)",
-                             "holds" if p99 <= 20 else "**not met**"))
+                if name.startswith("serve"):  # goal 4 is serve's; the other servers are there to compare with
+                    verdict = "holds" if p99 <= 20 else "**not met**"
+                else:
+                    verdict = f"for comparison ({'under' if p99 <= 20 else 'over'} 20 ms)"
+                rows.append((f"1,000 requests from 32 clients, {name}", f"p99 {p99:.1f} ms (<= 20 ms)", verdict))
     if rate:
         for row in rate.get("concurrent", []):
             if "rate" in row:
