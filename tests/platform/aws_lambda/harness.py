@@ -64,8 +64,11 @@ def lambda_python() -> LambdaPython:
         pytest.fail(f"No Lambda interpreter at {LAMBDA_PYTHON}. Create it with `bash scripts/platform/lambda.sh` "
                     "(needs network once; `make test` runs it before pytest so the tests stay offline).",
                     pytrace=False)
+    # Resolved: lambda.sh links the venv from a folder the unprivileged user can enter when this checkout
+    # lies in one it cannot (then every path the probe reports must be the real one).
+    executable = LAMBDA_PYTHON.parent.resolve() / LAMBDA_PYTHON.name
     probe = subprocess.run(
-        [str(LAMBDA_PYTHON), "-c", "import importlib.metadata, importlib.util, json, sys, sysconfig, awslambdaric; "
+        [str(executable), "-c", "import importlib.metadata, importlib.util, json, sys, sysconfig, awslambdaric; "
          "print(json.dumps({'version': sys.version_info[:2], 'base': sys.base_prefix, "
          "'magic': importlib.util.MAGIC_NUMBER.hex(), 'site': sysconfig.get_paths()['purelib'], "
          "'awslambdaric': importlib.metadata.version('awslambdaric')}))"],
@@ -79,7 +82,7 @@ def lambda_python() -> LambdaPython:
     if pinned and pinned.group(1) != found["awslambdaric"]:
         pytest.fail(f"{LAMBDA_PYTHON} has awslambdaric {found['awslambdaric']}, {SETUP_SCRIPT.name} pins "
                     f"{pinned.group(1)}: rerun `bash scripts/platform/lambda.sh`", pytrace=False)
-    return LambdaPython(LAMBDA_PYTHON, Path(found["base"]) / "lib", bytes.fromhex(found["magic"]),
+    return LambdaPython(executable, Path(found["base"]) / "lib", bytes.fromhex(found["magic"]),
                         Path(found["site"]))
 
 
