@@ -282,12 +282,13 @@ def test_only_the_largest_faces_up_to_face_max_faces_are_searched(configured, mo
     assert {params["FaceMatchThreshold"] for params in rek.params("SearchFacesByImage")} == {92.5}
 
 
-def test_a_photo_stored_sideways_is_cropped_upright_as_its_exif_orientation_says(configured):
-    # Rekognition reads the EXIF orientation and answers boxes of the upright image: the crop is of that one.
+def sideways_red_face(configured: Any, upright_size: tuple[int, int]) -> Any:
+    """The upload's photo is RED's face, stored turned a quarter to the left with EXIF orientation 6 (shown after
+    turning it a quarter to the right), and Rekognition finds José in it: the handler's answer."""
     server, rek, cdn = configured
-    upright = Image.open(io.BytesIO(photo([RED], size=(HEIGHT, WIDTH))))
+    upright = Image.open(io.BytesIO(photo([RED], size=upright_size)))
     exif = Image.Exif()
-    exif[0x0112] = 6  # stored turned a quarter to the left: shown after turning it a quarter to the right
+    exif[0x0112] = 6
     sideways = io.BytesIO()
     upright.transpose(Image.Transpose.ROTATE_90).save(sideways, format="JPEG", quality=95, exif=exif.tobytes())
     serve_photo(cdn, sideways.getvalue())
@@ -295,8 +296,13 @@ def test_a_photo_stored_sideways_is_cropped_upright_as_its_exif_orientation_says
     rek.on("SearchFacesByImage", search_by_colour({RED: [match(JOSE_ID, 99.0)]}))
     server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_json(
         {"public_ids": ["events/offsite-2024/team-dinner"]})
+    return handle(signed_request(sample("face_tagging", "upload")))
 
-    response = handle(signed_request(sample("face_tagging", "upload")))
+
+def test_a_photo_stored_sideways_is_cropped_upright_as_its_exif_orientation_says(configured):
+    # Rekognition reads the EXIF orientation and answers boxes of the upright image: the crop is of that one.
+    _server, rek, _cdn = configured
+    response = sideways_red_face(configured, (HEIGHT, WIDTH))
 
     assert response.status == 200 and response.body["tags"] == [f"face:{JOSE}"]
     crop = Image.open(io.BytesIO(image_bytes(rek.params("SearchFacesByImage")[0])))
@@ -339,19 +345,8 @@ def test_the_crops_come_from_a_decode_as_small_as_the_smallest_face_allows(confi
 
 def test_a_sideways_photo_is_decoded_smaller_as_its_upright_faces_allow(configured):
     # Stored 1200x1600 with EXIF orientation 6: upright 1600x1200, where RED's box is 320x360 px.
-    server, rek, cdn = configured
-    upright = Image.open(io.BytesIO(photo([RED], size=(1600, 1200))))
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    sideways = io.BytesIO()
-    upright.transpose(Image.Transpose.ROTATE_90).save(sideways, format="JPEG", quality=95, exif=exif.tobytes())
-    serve_photo(cdn, sideways.getvalue())
-    rek.on("DetectFaces", {"FaceDetails": [face_detail(RED)]})
-    rek.on("SearchFacesByImage", search_by_colour({RED: [match(JOSE_ID, 99.0)]}))
-    server.expect_oneshot_request(TAGS_PATH, method="POST").respond_with_json(
-        {"public_ids": ["events/offsite-2024/team-dinner"]})
-
-    response = handle(signed_request(sample("face_tagging", "upload")))
+    _server, rek, _cdn = configured
+    response = sideways_red_face(configured, (1600, 1200))
 
     assert response.status == 200 and response.body["tags"] == [f"face:{JOSE}"]
     crop = Image.open(io.BytesIO(image_bytes(rek.params("SearchFacesByImage")[0])))
