@@ -140,6 +140,7 @@ class Store:
         self._progress: mmap.mmap | None = None  # (queued, done) per worker process, then the last id: share_between
         self._slots = 0
         self._id_lock: Any = None
+        self._id_threads = threading.Lock()  # lockf locks belong to the process: its threads take turns here first
         self._slot: int | None = None  # this process's slot in it
         self._base = 0  # what the slot counted before this process took it over
         _all_stores.add(self)
@@ -181,6 +182,7 @@ class Store:
         """A child process starts with no queue, no writer thread and fresh locks (the parent's could be held by one
         of its threads, which the child does not have); entries the parent queued are the parent's to write."""
         self._lock = threading.Lock()
+        self._id_threads = threading.Lock()
         self._changed = threading.Condition()
         self._pending = collections.deque()
         self._queued = self._done = self.dropped = 0
@@ -195,16 +197,17 @@ class Store:
         if self._progress is None or self._slot is None or self._id_lock is None or fcntl is None:
             return None
         offset = self._slots * _SLOT.size
-        try:
-            fcntl.lockf(self._id_lock, fcntl.LOCK_EX)
-        except OSError:
-            return None
-        try:
-            (last,) = _LAST_ID.unpack_from(self._progress, offset)
-            _LAST_ID.pack_into(self._progress, offset, last + 1)
-            return last + 1
-        finally:
-            fcntl.lockf(self._id_lock, fcntl.LOCK_UN)
+        with self._id_threads:  # the lockf lock keeps other processes out, not this one's other threads
+            try:
+                fcntl.lockf(self._id_lock, fcntl.LOCK_EX)
+            except OSError:
+                return None
+            try:
+                (last,) = _LAST_ID.unpack_from(self._progress, offset)
+                _LAST_ID.pack_into(self._progress, offset, last + 1)
+                return last + 1
+            finally:
+                fcntl.lockf(self._id_lock, fcntl.LOCK_UN)
 
     def _count(self) -> None:  # with self._changed held: this process's progress, for the other workers' pages
         if self._progress is not None and self._slot is not None:

@@ -283,6 +283,7 @@ class Store:
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
         """One statement for many rows: PostgreSQL gets a hundred rows a round trip, sqlite3 runs it natively."""
+        self._unconfirmed = False  # only a transaction's first ``execute`` is sent again on a fresh connection
         if self.dialect == "sqlite":
             self._connection.executemany(statement, rows)
             return
@@ -366,9 +367,11 @@ class Store:
                                    "SET LOCAL TimeZone = 'UTC'")
 
     def _commit(self) -> None:
+        self._unconfirmed = False
         self._connection.execute("COMMIT")
 
     def _rollback(self) -> None:
+        self._unconfirmed = False
         try:
             self._connection.execute("ROLLBACK")
         except Exception:  # the connection is gone; the server rolled back for us
@@ -498,8 +501,7 @@ class Store:
         event's row or None for a repeat, the locked rows or None). The lock reads the inserted event (LATERAL),
         so it runs after the insert, in the order every other transaction takes them; a repeat locks nothing."""
         keys, named = self._targets(batch)
-        lock, params = self._lock_query(sorted(set(keys)), named, renamed_since=event_clock,
-                                        after="event.id IS NOT NULL")
+        lock, params = self._lock_query(sorted(set(keys)), named, after="event.id IS NOT NULL")
         rows = self.execute(f"WITH event AS ({insert}) SELECT event.id AS event_id, locked.* "  # noqa: S608
                             f"FROM event LEFT JOIN LATERAL ({lock}) AS locked ON TRUE", [*values, *params]).fetchall()
         if not rows:
@@ -621,7 +623,7 @@ class Store:
         clocks = [event_clock] * len(batch) if isinstance(event_clock, str) else list(event_clock)
         keys, named = self._targets(batch)
         wanted = set(keys)
-        rows = locked if locked is not None else self._lock_rows(sorted(wanted), named, renamed_since=min(clocks))
+        rows = locked if locked is not None else self._lock_rows(sorted(wanted), named)
         states = {row["asset_id"]: _state(row["sync_state"]) for row in rows if row["asset_id"] in wanted}
         missing = sorted(wanted - set(states))
         if missing:
@@ -630,11 +632,8 @@ class Store:
         absorbed = self._absorb([row for row in rows if row["asset_id"] not in states], batch, keys, states)
         for key, change, clock in zip(keys, batch, clocks, strict=True):
             states[key] = merge(states[key], change, clock)
-        # Whether a folder rename can apply to what is written: read with the lock (PostgreSQL), so that the
-        # usual answer, none, costs no query of its own; new rows and SQLite ask _write_rows to look.
-        renames_possible = bool(missing) or any(row.get("renamed_since", True) for row in rows)
         self._write_rows([(key, state) for key, state in states.items() if state != before.get(key)
-                          or key in missing], renames_possible=renames_possible)
+                          or key in missing])
         if absorbed:
             where, params = self._in("asset_id", sorted(absorbed))
             self.execute(f"DELETE FROM cloudinary_assets WHERE {where}", params)  # noqa: S608 - fixed names
@@ -670,17 +669,12 @@ class Store:
             keys.append(key)
         return keys
 
-    def _lock_rows(self, keys: list[str], public_ids: list[str], *,
-                   renamed_since: str | None = None) -> list[dict[str, Any]]:
-        """The rows ``keys`` name, and the provisional rows of ``public_ids``, locked for this transaction.
-
-        ``renamed_since`` (PostgreSQL): each row also says whether a folder rename after the earlier of that clock
-        and the row's own folder clock is recorded (``renamed_since``): when none is, none can apply to the row's
-        folder after a change at that clock or later (a merged folder clock is one of the two)."""
-        query, params = self._lock_query(keys, public_ids, renamed_since=renamed_since)
+    def _lock_rows(self, keys: list[str], public_ids: list[str]) -> list[dict[str, Any]]:
+        """The rows ``keys`` name, and the provisional rows of ``public_ids``, locked for this transaction."""
+        query, params = self._lock_query(keys, public_ids)
         return self.execute(query, params).fetchall()
 
-    def _lock_query(self, keys: list[str], public_ids: list[str], *, renamed_since: str | None = None,
+    def _lock_query(self, keys: list[str], public_ids: list[str], *,
                     after: str | None = None) -> tuple[str, list[Any]]:
         """``_lock_rows``'s statement and parameters; ``after``: a condition of the enclosing statement's."""
         where, params = self._in("asset_id", keys)
@@ -688,16 +682,10 @@ class Store:
             provisional, more = self._in("public_id", public_ids)
             where = f"{where} OR (asset_id LIKE '{PROVISIONAL}%' AND {provisional})"
             params += more
-        lock, renamed = "", ""
-        if self.dialect == "postgresql":
-            lock = " FOR UPDATE"
-            if renamed_since is not None:
-                renamed = (", EXISTS (SELECT 1 FROM cloudinary_folder_renames WHERE event_clock > "
-                           "LEAST(?, sync_state->'fields'->'asset_folder'->>1)) AS renamed_since")
-                params = [renamed_since, *params]
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         if after:
             where = f"{after} AND ({where})"
-        return (f"SELECT asset_id, public_id, resource_type, type, sync_state{renamed} "  # noqa: S608
+        return ("SELECT asset_id, public_id, resource_type, type, sync_state "  # noqa: S608
                 f"FROM cloudinary_assets WHERE {where} ORDER BY asset_id{lock}", params)
 
     def _insert_rows(self, keys: list[str]) -> dict[str, dict[str, Any]]:
@@ -727,28 +715,43 @@ class Store:
                     break
         return absorbed
 
-    def _write_rows(self, rows: list[tuple[str, Mapping[str, Any]]], *, renames_possible: bool = True) -> None:
-        """Each row's columns projected from its merge state, in one statement. ``renames_possible=False``: no
-        folder rename recorded can apply to these rows' folders (see ``_lock_rows``), so none is read."""
+    def _write_rows(self, rows: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Each row's columns projected from its merge state (its folder through the folder renames recorded
+        after the folder's own clock), in one statement."""
         if not rows:
             return
         folder_clocks = [state["fields"]["asset_folder"][1] for _key, state in rows
                          if state.get("fields", {}).get("asset_folder")]
-        renames = self._renames_after_clock(min(folder_clocks)) if folder_clocks and renames_possible else []
+        since = min(folder_clocks) if folder_clocks else None
+        update = (f"UPDATE cloudinary_assets SET {', '.join(f'{column} = ?' for column in ASSET_COLUMNS)}, "  # noqa: S608
+                  "sync_state = ?, updated_at = ? WHERE asset_id = ?")
+        if len(rows) == 1 and since is not None and self.dialect == "postgresql":
+            # The usual notification: one row, and no rename after its folder's clock. The write itself says
+            # whether one is recorded (its snapshot is taken after the row's lock, as a query of its own would
+            # be), so that none costs no round trip; when one is, the row is written again through it.
+            written = self.execute(f"{update} RETURNING EXISTS (SELECT 1 FROM cloudinary_folder_renames "  # noqa: S608
+                                   "WHERE event_clock > ?) AS renamed", [*self._row_values(rows, [])[0], since])
+            if not written.fetchone()["renamed"]:
+                return
+        renames = self._renames_after_clock(since) if since is not None else []
+        values = self._row_values(rows, renames)
+        if len(values) == 1:  # one row (most notifications): a plain execute costs less than a batch
+            self.execute(update, values[0])
+            return
+        self.executemany(update, values)
+
+    @staticmethod
+    def _row_values(rows: list[tuple[str, Mapping[str, Any]]],
+                    renames: list[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+        """The UPDATE's parameters for each row: its columns, its merge state, the time, its key."""
         now = _now()
-        params = []
+        values = []
         for key, state in rows:
             folder = state.get("fields", {}).get("asset_folder")
             row = _columns(project(state, folder_renames_after(renames, folder[1]) if folder else []))
-            params.append((*(row[column] for column in ASSET_COLUMNS),
+            values.append((*(row[column] for column in ASSET_COLUMNS),
                            json.dumps(state, ensure_ascii=False, separators=(",", ":")), now, key))
-        assignments = ", ".join(f"{column} = ?" for column in ASSET_COLUMNS)
-        if len(params) == 1:  # one row (most notifications): a plain execute costs less than a pipelined batch
-            self.execute(f"UPDATE cloudinary_assets SET {assignments}, sync_state = ?, updated_at = ? "  # noqa: S608
-                         "WHERE asset_id = ?", params[0])
-            return
-        self.executemany(f"UPDATE cloudinary_assets SET {assignments}, sync_state = ?, updated_at = ? "  # noqa: S608
-                         "WHERE asset_id = ?", params)
+        return values
 
     def _renames_after_clock(self, event_clock: str) -> list[tuple[str, str, str]]:
         """Folder renames that happened after ``event_clock``, in the order they happened."""

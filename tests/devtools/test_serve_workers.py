@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -434,3 +435,42 @@ def test_a_function_that_waits_holds_no_other_request_back():
         release.set()
         server.shutdown()
         server.server_close()
+
+
+def test_entry_ids_taken_by_threads_of_one_worker_at_once_are_all_different(tmp_path, monkeypatch):
+    """A worker's handler threads may record at the same moment (one waits on a slow client while another
+    answers): the shared counter hands each of them its own id (the lockf lock alone is the process's, so it
+    keeps out the other workers, not this worker's other threads)."""
+    from devtools import inspector
+
+    counter = inspector._LAST_ID
+
+    class Dawdling:  # reads the counter, then lets the other threads run before the new value is written
+        size = counter.size
+
+        def unpack_from(self, buffer: Any, offset: int) -> tuple[int]:
+            value = counter.unpack_from(buffer, offset)
+            time.sleep(0.001)
+            return value
+
+        def pack_into(self, buffer: Any, offset: int, value: int) -> None:
+            counter.pack_into(buffer, offset, value)
+
+    store = inspector.Store(tmp_path / "inspector.sqlite3")
+    store.share_between(2)
+    store.in_worker(0)
+    monkeypatch.setattr(inspector, "_LAST_ID", Dawdling())
+    taken: list[int | None] = []
+    start = threading.Barrier(8)
+
+    def take() -> None:
+        start.wait()
+        taken.extend(store._next_id() for _ in range(25))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert None not in taken and len(taken) == 200
+    assert sorted(taken) == list(range(1, 201))  # every id once: none given twice, none skipped

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -270,11 +271,11 @@ def test_the_rename_log_is_read_only_when_a_rename_can_apply(database, monkeypat
     renames_read = "SELECT event_clock, from_path, to_path FROM cloudinary_folder_renames"
     postgresql = db.store(database).dialect == "postgresql"
 
-    assert send("upload").status == 200  # a new row: its folder is checked against the log
+    assert send("upload").status == 200
     assert send("move").status == 200  # no rename recorded at all
-    assert [s for s in statements if s.startswith(renames_read)] == [renames_read + " WHERE event_clock > ? "
-                                                                     "ORDER BY event_clock"] * (1 if postgresql
-                                                                                                else 2)
+    # PostgreSQL: the row's write says whether a rename is recorded after its folder's clock (none: no read).
+    reads = [s for s in statements if s.startswith(renames_read)]
+    assert reads == ([] if postgresql else [renames_read + " WHERE event_clock > ? ORDER BY event_clock"] * 2)
     statements.clear()
     assert send("move_or_rename_asset_folder").status == 200
     late = load("move")  # a move at an older time than the rename, delivered now: the rename applies to it
@@ -282,8 +283,42 @@ def test_the_rename_log_is_read_only_when_a_rename_can_apply(database, monkeypat
     late["notification_context"]["triggered_at"] = "2024-05-07T09:00:00.000Z"
     statements.clear()
     assert send(late).status == 200
-    assert any(s.startswith(renames_read) for s in statements)  # PostgreSQL too: the lock said one can apply
+    assert any(s.startswith(renames_read) for s in statements)  # PostgreSQL too: the write said one applies
     assert asset(database)["asset_folder"] == "shop/collections/heritage/archive"
+
+
+def test_a_rename_committed_while_a_move_waits_for_its_row_still_applies_to_it(database):
+    """PostgreSQL, three sessions: a move waits for its asset's row (another transaction holds it) while the
+    folder it moves into is renamed; once the row is free, the move must land under the new name. (Whether a
+    rename applies is decided by a statement that starts after the lock, never by one that started before.)"""
+    if db.store(database).dialect != "postgresql":
+        assert send("upload").status == 200  # SQLite: one writer at a time, so the race cannot happen; the
+        for name in ("move_or_rename_asset_folder", "move"):  # same story in order lands the same way
+            assert send(name).status == 200
+        assert asset(database)["asset_folder"] == "shop/collections/heritage"
+        return
+    import threading
+
+    assert send("upload").status == 200
+    holder = pg.Admin(database)
+    holder.execute("BEGIN")
+    holder.execute("SELECT 1 FROM cloudinary_assets WHERE asset_id = %s FOR UPDATE", (ASSET,))
+    answers: list[Any] = []
+    mover = threading.Thread(target=lambda: answers.append(send("move")))  # its own connection (per thread)
+    mover.start()
+    try:
+        with pg.admin(database) as watcher:  # until the move waits on the row lock
+            deadline = time.monotonic() + 10
+            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                      "AND application_name = 'cloudinary-asset-sync'").fetchone():
+                assert time.monotonic() < deadline and mover.is_alive(), "the move never waited for the row"
+        assert send("move_or_rename_asset_folder").status == 200  # committed while the move waits
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        mover.join(timeout=10)
+    assert answers and answers[0].status == 200 and answers[0].body["status"] == "done"
+    assert asset(database)["asset_folder"] == "shop/collections/heritage"
 
 
 def test_delete_then_a_late_tag_change_keeps_the_asset_deleted(database):

@@ -42,7 +42,8 @@ def tags_change(count: int, *, added: str = "sale", second: int = 3) -> bytes:
 
 
 class Statements:
-    """Counts the SQL round trips of the code under test (executemany counts once: it is pipelined)."""
+    """Counts the SQL statements the code under test sends (executemany counts once: one statement for many rows;
+    PostgreSQL gets them a hundred rows a round trip)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, seconds_each: float = 0.0) -> None:
         self.count = 0
