@@ -100,12 +100,13 @@ def sdk() -> SDK:
 
 
 def _imported(name: str) -> ModuleType:
-    """``import name``, its objects built for good when this is the cold start's import."""
-    module = sys.modules.get(name)
-    if module is None:
-        with coldstart.lasting():  # a cold start: the SDK's ~20,000 objects are built once, for good
-            module = importlib.import_module(name)
-    return module
+    """``import name``, its objects built for good when this is the cold start's import. Always through the import
+    system, never straight from sys.modules: a module another thread is still importing is there already, half
+    built, and only the import system waits for it to be finished."""
+    if name in sys.modules:
+        return importlib.import_module(name)
+    with coldstart.lasting():  # a cold start: the SDK's ~20,000 objects are built once, for good
+        return importlib.import_module(name)
 
 
 def _no_read_retries() -> None:

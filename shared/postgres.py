@@ -46,14 +46,17 @@ def driver() -> Any:
     loads no driver)."""
     import sys
 
-    module = sys.modules.get("psycopg2")
-    if module is None:
+    if "psycopg2.extras" not in sys.modules:
         with coldstart.lasting():  # a cold start: the driver's modules are built once, for good
-            import psycopg2
             import psycopg2.extensions
             import psycopg2.extras
-        module = psycopg2
-    return module
+    # Through the import system even when loaded: it waits for a thread still importing them (sys.modules holds a
+    # module from the moment its import starts).
+    import psycopg2
+    import psycopg2.extensions
+    import psycopg2.extras
+
+    return psycopg2
 
 
 def errors() -> tuple[type[BaseException], ...]:
