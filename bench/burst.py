@@ -14,11 +14,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from shared import verify
 
@@ -43,12 +45,14 @@ def _samples() -> list[tuple[str, bytes]]:
     return found
 
 
-def start_server(port: int) -> subprocess.Popen:
+def start_server(port: int, log: Any = subprocess.DEVNULL) -> subprocess.Popen:
     env = {**os.environ, "CLOUDINARY_NOTIFICATION_SECRETS": SECRET, "CLOUDINARY_WEBHOOKS_DEMO": "1",
            "DRY_RUN": "1"}
     env.pop("CLOUDINARY_URL", None)
+    # Its error log goes to a file (a pipe nobody reads would stop the server once full), read when a request
+    # was not answered 200.
     process = subprocess.Popen([sys.executable, "-m", "shared", "serve", "--port", str(port)], cwd=ROOT,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -62,7 +66,8 @@ def start_server(port: int) -> subprocess.Popen:
 
 def run(total: int = 1000, clients: int = 32) -> dict:
     port = _free_port()
-    server = start_server(port)
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed below, after the server
+    server = start_server(port, log)
     samples = _samples()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -108,6 +113,9 @@ def run(total: int = 1000, clients: int = 32) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        log.seek(0)
+        server_log = log.read().decode("utf-8", "replace")
+        log.close()
     latencies.sort()
     return {
         "total": len(latencies), "clients": clients, "wall": wall, "statuses": statuses, "errors": errors,
@@ -115,6 +123,8 @@ def run(total: int = 1000, clients: int = 32) -> dict:
         "p50": latencies[len(latencies) // 2] if latencies else 0.0,
         "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0,
         "mean": statistics.fmean(latencies) if latencies else 0.0,
+        # The server's error log, when a request was not answered 200: what a failed run shows.
+        "server_log": server_log[-4000:] if set(statuses) - {200} else "",
     }
 
 

@@ -17,4 +17,4 @@ def test_a_thousand_notifications_from_32_clients_all_answered_200():
 
     assert result["total"] == 1000
     assert result["errors"] == []
-    assert result["statuses"] == {200: 1000}
+    assert result["statuses"] == {200: 1000}, result["server_log"]
