@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,32 @@ def answers_too_late(release, body: str = "{}", status: int = 200, content_type:
         return Response(body, status=status, content_type=content_type)
 
     return handler
+
+
+def at_once_in_fresh_processes(setup: str, work: str, *, env: dict[str, str] | None = None, threads: int = 8,
+                               processes: int = 3) -> list[list[str]]:
+    """Run ``work`` (a Python expression) in ``threads`` threads started together, after ``setup`` (statements),
+    in each of ``processes`` fresh interpreters (a cold start each, where imports race). For each process: the
+    distinct results (``str`` of each value, or the name of the exception it raised), sorted."""
+    import json
+    import subprocess
+    import sys
+
+    code = (f"import json, threading\n{setup}\nstart = threading.Barrier({threads}); results = []\n"
+            "def run():\n"
+            "    start.wait()\n"
+            "    try:\n"
+            f"        results.append(str({work}))\n"
+            "    except Exception as error:\n"
+            "        results.append(type(error).__name__)\n"
+            f"workers = [threading.Thread(target=run) for _ in range({threads})]\n"
+            "[worker.start() for worker in workers]; [worker.join() for worker in workers]\n"
+            "print(json.dumps(sorted(set(results))))")
+    found = []
+    for _ in range(processes):
+        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                                   check=False, cwd=str(ROOT),
+                                   env={"PATH": os.environ.get("PATH", ""), **(env or {})})
+        assert completed.returncode == 0, completed.stderr
+        found.append(json.loads(completed.stdout))
+    return found

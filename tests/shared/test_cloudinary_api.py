@@ -10,7 +10,7 @@ from shared import budget, cloudinary_api
 from shared.assets import AssetRef
 from shared.errors import DependencyUnavailable
 from tests.fakes.cloudinary import Fault
-from tests.helpers import ROOT
+from tests.helpers import ROOT, at_once_in_fresh_processes
 
 CHAIR = AssetRef("shop/chair")
 LAMP = AssetRef("shop/lamp", "image", "authenticated")
@@ -133,27 +133,9 @@ def test_threads_that_need_the_sdk_at_once_on_a_cold_start_all_get_it_whole():
     """The local server answers several requests at once: on its first ones, one thread is still importing the SDK
     when others need it. They must wait for the import, not use the half-built module sys.modules already holds
     (that was a 500 "partially initialized module 'cloudinary'" under a burst)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    code = ("import json, threading; from shared import cloudinary_api; start = threading.Barrier(8); results = []\n"
-            "def build():\n"
-            "    start.wait()\n"
-            "    try:\n"
-            "        sdk = cloudinary_api.sdk()\n"
-            "        results.append(sdk.cloudinary.utils.cloudinary_url('sample', secure=True)[0])\n"
-            "        results.append(sdk.uploader.__name__)\n"
-            "    except Exception as error:\n"
-            "        results.append(type(error).__name__)\n"
-            "threads = [threading.Thread(target=build) for _ in range(8)]\n"
-            "[thread.start() for thread in threads]; [thread.join() for thread in threads]\n"
-            "print(json.dumps(sorted(set(results))))")
-    for _ in range(3):  # a fresh process each time: the race is the cold start's
-        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                                   check=False, cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""),
-                                                                    "CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
-        assert completed.returncode == 0, completed.stderr
-        assert json.loads(completed.stdout) == ["cloudinary.uploader",
-                                                "https://res.cloudinary.com/demo/image/upload/sample"]
+    found = at_once_in_fresh_processes(
+        "from shared import cloudinary_api",
+        "(cloudinary_api.sdk().cloudinary.utils.cloudinary_url('sample', secure=True)[0], "
+        "cloudinary_api.sdk().uploader.__name__)",
+        env={"CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
+    assert found == [["('https://res.cloudinary.com/demo/image/upload/sample', 'cloudinary.uploader')"]] * 3

@@ -10,6 +10,7 @@ import pytest
 
 from shared import postgres
 from tests.functions.asset_sync_support import postgres_url
+from tests.helpers import at_once_in_fresh_processes
 
 
 @pytest.fixture
@@ -124,27 +125,7 @@ def test_urls_are_checked_before_connecting_without_naming_the_password(url, pro
 def test_threads_that_need_the_driver_at_once_on_a_cold_start_all_get_it_whole():
     """As for the Cloudinary SDK: a thread must wait for another one's import of the driver, never take the
     half-built module from sys.modules."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
-    code = ("import json, threading; from shared import postgres; start = threading.Barrier(8); results = []\n"
-            "def load():\n"
-            "    start.wait()\n"
-            "    try:\n"
-            "        driver = postgres.driver()\n"
-            "        names = driver.extras.RealDictCursor.__name__, driver.extensions.parse_dsn.__name__\n"
-            "        results.append(' '.join(names))\n"
-            "    except Exception as error:\n"
-            "        results.append(type(error).__name__)\n"
-            "threads = [threading.Thread(target=load) for _ in range(8)]\n"
-            "[thread.start() for thread in threads]; [thread.join() for thread in threads]\n"
-            "print(json.dumps(sorted(set(results))))")
-    for _ in range(3):  # a fresh process each time: the race is the cold start's
-        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                                   check=False, cwd=str(ROOT), env={"PATH": os.environ.get("PATH", "")})
-        assert completed.returncode == 0, completed.stderr
-        assert json.loads(completed.stdout) == ["RealDictCursor parse_dsn"]
+    found = at_once_in_fresh_processes(
+        "from shared import postgres",
+        "(postgres.driver().extras.RealDictCursor.__name__, postgres.driver().extensions.parse_dsn.__name__)")
+    assert found == [["('RealDictCursor', 'parse_dsn')"]] * 3
