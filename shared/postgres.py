@@ -45,17 +45,14 @@ def driver() -> Any:
     """The ``psycopg2`` module, imported at first use (never at a function's import: a forged request's 401
     loads no driver)."""
     import sys
+    from contextlib import nullcontext
 
-    if "psycopg2.extras" not in sys.modules:
-        with coldstart.lasting():  # a cold start: the driver's modules are built once, for good
-            import psycopg2.extensions
-            import psycopg2.extras
-    # Through the import system even when loaded: it waits for a thread still importing them (sys.modules holds a
-    # module from the moment its import starts).
-    import psycopg2
-    import psycopg2.extensions
-    import psycopg2.extras
-
+    # A cold start builds the driver's modules once, for good. Imported through the import system even when
+    # loaded: it waits for a thread still importing them (sys.modules holds a module from its import's start).
+    with coldstart.lasting() if "psycopg2.extras" not in sys.modules else nullcontext():
+        import psycopg2
+        import psycopg2.extensions
+        import psycopg2.extras
     return psycopg2
 
 
@@ -109,7 +106,7 @@ def connect(url: str, *, timeout: float, application_name: str, dict_rows: bool 
 
 
 class Connection:
-    """A psycopg2 connection with ``execute`` (dict rows) and ``defer``; see the module docstring."""
+    """A psycopg2 connection with ``execute`` (returning its cursor) and ``defer``; see the module docstring."""
 
     __slots__ = ("_cursor_factory", "_pending", "raw")
 
