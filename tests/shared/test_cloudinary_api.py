@@ -137,5 +137,5 @@ def test_threads_that_need_the_sdk_at_once_on_a_cold_start_all_get_it_whole():
         "from shared import cloudinary_api",
         "(cloudinary_api.sdk().cloudinary.utils.cloudinary_url('sample', secure=True)[0], "
         "cloudinary_api.sdk().uploader.__name__)",
-        env={"CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
-    assert found == [["('https://res.cloudinary.com/demo/image/upload/sample', 'cloudinary.uploader')"]] * 3
+        env={"CLOUDINARY_URL": "cloudinary://1234:secret@demo"}, processes=8)  # the race shows in most cold starts
+    assert found == [["('https://res.cloudinary.com/demo/image/upload/sample', 'cloudinary.uploader')"]] * 8
