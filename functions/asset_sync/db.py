@@ -440,7 +440,7 @@ class Store:
             first = self._first_batch(plan)
             locked = None
             if first is not None:
-                inserted, locked = self._insert_and_lock(insert, values, first, event.event_clock)
+                inserted, locked = self._insert_and_lock(insert, values, first)
             else:
                 inserted = self._then_savepoint(insert, values)
             start = 0
@@ -495,8 +495,8 @@ class Store:
         batch = self._ordered(plan.assets)[:BATCH]
         return batch if all(change.ref.asset_id for change in batch) else None
 
-    def _insert_and_lock(self, insert: str, values: Sequence[Any], batch: list[AssetChange],
-                         event_clock: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+    def _insert_and_lock(self, insert: str, values: Sequence[Any], batch: list[AssetChange]
+                         ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
         """The event inserted and, when it is new, ``batch``'s rows locked, in one statement and round trip: (the
         event's row or None for a repeat, the locked rows or None). The lock reads the inserted event (LATERAL),
         so it runs after the insert, in the order every other transaction takes them; a repeat locks nothing."""
