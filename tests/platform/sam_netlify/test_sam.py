@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from devtools import deploy
-from tests.platform.sam_netlify.conftest import TEMPLATE, run_tool
+from tests.platform.sam_netlify.conftest import TEMPLATE, run_tool, sam_lint
 
 pytestmark = pytest.mark.platform
 
@@ -26,10 +26,7 @@ def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any
 
 def test_sam_validate_lint_passes(sam_python):
     """What `sam validate --lint` runs: cfnlint.api.lint on the template's text with default settings."""
-    code = ("import sys; from cfnlint.api import ManualArgs, lint; "
-            "matches = lint(open(sys.argv[1]).read(), config=ManualArgs()); "
-            "print('\\n'.join(str(match) for match in matches)); sys.exit(1 if matches else 0)")
-    result = run_tool([str(sam_python), "-c", code, str(TEMPLATE)])
+    result = sam_lint(sam_python, TEMPLATE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devtools import deploy
-from tests.platform.sam_netlify.conftest import HERE, run_tool, sam_pins
+from tests.platform.sam_netlify.conftest import HERE, run_tool, sam_lint, sam_pins
 
 pytestmark = pytest.mark.platform
 
@@ -60,10 +60,7 @@ def of_function(template: dict[str, Any], kind: str, function: str) -> list[dict
 
 
 def test_sam_validate_lint_passes_on_the_poll_template(sam_python, poll_template):
-    code = ("import sys; from cfnlint.api import ManualArgs, lint; "
-            "matches = lint(open(sys.argv[1]).read(), config=ManualArgs()); "
-            "print('\\n'.join(str(match) for match in matches)); sys.exit(1 if matches else 0)")
-    result = run_tool([str(sam_python), "-c", code, str(poll_template)])
+    result = sam_lint(sam_python, poll_template)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devtools import deploy
-from tests.platform.sam_netlify.conftest import HERE, run_tool, sam_pins
+from tests.platform.sam_netlify.conftest import HERE, run_tool, sam_lint, sam_pins
 from tests.platform.sam_netlify.test_sam_poll import ADMITTED_EVERYWHERE, of_function
 
 pytestmark = pytest.mark.platform
@@ -53,10 +53,7 @@ def transformed(sam_python, reconcile_template) -> dict[str, Any]:
 
 
 def test_sam_validate_lint_passes_on_the_reconcile_template(sam_python, reconcile_template):
-    code = ("import sys; from cfnlint.api import ManualArgs, lint; "
-            "matches = lint(open(sys.argv[1]).read(), config=ManualArgs()); "
-            "print('\\n'.join(str(match) for match in matches)); sys.exit(1 if matches else 0)")
-    result = run_tool([str(sam_python), "-c", code, str(reconcile_template)])
+    result = sam_lint(sam_python, reconcile_template)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
