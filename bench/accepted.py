@@ -566,38 +566,41 @@ def measure(runs: int = DEFAULT_RUNS, only: list[str] | None = None, progress: C
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _instrumented_run(function: str, python_flags: tuple[str, ...], folder: Path) -> tuple[Run, str]:
+    """One accepted run of ``function`` (or scenario key) with ``python_flags``, after a run that writes the
+    bytecode caches; stand-ins and databases in ``folder``, stopped at the end."""
+    stands = Stands(folder)
+    try:
+        stands.databases = _databases(folder)
+        scenario = next(s for s in scenarios() if s.function == function or s.key == function)
+        run_once(stands, scenario, -1, forged=False)  # bytecode caches
+        return run_once(stands, scenario, 0, forged=False, python_flags=python_flags)
+    finally:
+        stands.stop()
+
+
 def profile(function: str, top: int = 30) -> str:
     """One accepted run of ``function`` under cProfile: where the process's time goes, imports included."""
     import pstats
 
     folder = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    stands = Stands(folder)
     try:
-        stands.databases = _databases(folder)
-        scenario = next(s for s in scenarios() if s.function == function or s.key == function)
-        run_once(stands, scenario, -1, forged=False)
         out = folder / "run.prof"
-        run_once(stands, scenario, 0, forged=False, python_flags=("-m", "cProfile", "-o", str(out)))
+        _instrumented_run(function, ("-m", "cProfile", "-o", str(out)), folder)
         text = io.StringIO()
         order = os.environ.get("BENCH_PROFILE_SORT", "cumulative")  # or tottime
         pstats.Stats(str(out), stream=text).sort_stats(order).print_stats(top)
         return text.getvalue()
     finally:
-        stands.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def importtime(function: str, top: int = 25) -> str:
     """One accepted run of ``function`` under ``python -X importtime``: the costliest imports (cumulative)."""
     folder = Path(tempfile.mkdtemp(prefix="bench-importtime-"))
-    stands = Stands(folder)
     try:
-        stands.databases = _databases(folder)
-        scenario = next(s for s in scenarios() if s.function == function or s.key == function)
-        run_once(stands, scenario, -1, forged=False)  # bytecode caches
-        result, stderr = run_once(stands, scenario, 0, forged=False, python_flags=("-X", "importtime"))
+        result, stderr = _instrumented_run(function, ("-X", "importtime"), folder)
     finally:
-        stands.stop()
         shutil.rmtree(folder, ignore_errors=True)
     rows = []
     for line in stderr.splitlines():
