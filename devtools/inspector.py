@@ -237,24 +237,17 @@ class Store:
         return connection
 
     def _create(self) -> None:
-        """The file (private from the start: it holds payloads), in WAL mode, with its table. Until it is in WAL
-        mode, two processes doing this at once can find it locked without waiting (a rollback journal refuses a
-        reader's upgrade to writer at once): then again, for a while. `serve` does it before its workers fork."""
+        """The file (private from the start: it holds payloads), in WAL mode (``shared.sqlite.use_wal``: two
+        processes switching it at once), with its table. `serve` does it before its workers fork."""
+        from shared import sqlite
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                with contextlib.closing(sqlite3.connect(self.path, timeout=5)) as connection:
-                    connection.execute("PRAGMA journal_mode=WAL")
-                    connection.execute(_SCHEMA)
-                    connection.commit()
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+        with contextlib.closing(sqlite3.connect(self.path, timeout=5)) as connection:
+            sqlite.use_wal(connection, 5)
+            connection.execute(_SCHEMA)
+            connection.commit()
 
     @contextlib.contextmanager
     def _connect(self) -> Any:

@@ -425,7 +425,9 @@ class _SQLStore:
             # ever used by one thread at a time (taken from and given back to the idle list).
             connection = sqlite3.connect(self.target, timeout=self.timeout, isolation_level=None,
                                          check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            from shared import sqlite
+
+            sqlite.use_wal(connection, self.timeout)
         else:
             from shared import postgres
 

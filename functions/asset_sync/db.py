@@ -223,7 +223,9 @@ class Store:
                                          check_same_thread=False)
             connection.row_factory = lambda cursor, row: {d[0]: v for d, v in zip(cursor.description, row,
                                                                                    strict=True)}
-            connection.execute("PRAGMA journal_mode=WAL")  # readers (the CMS) do not block the writer
+            from shared import sqlite
+
+            sqlite.use_wal(connection, self.timeout)  # readers (the CMS) do not block the writer
             connection.execute("PRAGMA synchronous=NORMAL")
             return connection
         from shared import postgres
