@@ -19,6 +19,13 @@ What a failure does depends on whether a retry can fix it (``Store._retryable``)
 - the time budget runs out between two batches: what is done is committed, with the event marked
   ``partial`` and its progress; the answer is 503 and the retry continues from there.
 
+Folder renames and asset writes (PostgreSQL): a rename re-projects the assets it finds in its folder, and
+a write checks for renames after its asset's folder clock; neither sees what the other has not committed. So
+every transaction first takes the *folder fence* (a transaction-scoped advisory lock): shared by the
+transactions that write assets, alone by those that change folders. A rename then waits for the writes in
+flight to commit and finds their rows; a write that starts meanwhile waits for the rename and sees it. Both
+take the fence before any row lock, so it adds no deadlock. (SQLite runs one writer at a time already.)
+
 Connections are opened at first use (never at import), kept per thread for the next request of a warm
 serverless instance, and dropped on any error. The schema is migrated on first use of a database URL.
 """
@@ -58,6 +65,7 @@ from shared.errors import BadRequest, ConfigError, DependencyRejected, Dependenc
 
 DEFAULT_TIMEOUT_SECONDS = 5  # connect and per-statement: two of them stay well inside Cloudinary's 20 s
 _ADVISORY_LOCK = 0x636C6473796E63  # "cldsync": one migrator at a time across concurrent instances
+_FOLDER_FENCE = 0x636C64666F6C64  # "cldfold": asset writes share it, folder changes take it alone (module doc)
 BATCH = 500  # asset rows read, locked and written per batch; the time budget is checked between batches
 STATUS_LISTED = 20  # `status` lists the newest quarantined events, this many
 PROVISIONAL = "~"  # the key of a row known only by (resource_type, type, public_id) starts with it
@@ -178,6 +186,7 @@ class Store:
         self.dialect, self._target = parse_url(url)
         self._connection: Any = None
         self._unconfirmed = False  # the next statement is the first on a kept connection (see _first_statement)
+        self._folders_alone = False  # the open transaction takes the folder fence alone (see the module doc)
         self.timeout = config.integer("ASSET_SYNC_DB_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS, minimum=1)
 
     # --- connection and transaction plumbing ---
@@ -280,7 +289,7 @@ class Store:
                 raise
         self.close()
         self._connection = self._connect()
-        self._begin()
+        self._begin(fenced=True)
         return self._connection.execute(self._sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -298,11 +307,13 @@ class Store:
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     @contextmanager
-    def transaction(self, *, migrate: bool = True) -> Iterator[Store]:
+    def transaction(self, *, migrate: bool = True, changes_folders: bool = False) -> Iterator[Store]:
         """One transaction; a database error (connect included) rolls it back and becomes a 503 when a retry
         can fix it, else a 500 (the log says what the database refused). ``migrate=False``: the schema is
-        neither created nor upgraded first (a dry run reads what is there)."""
+        neither created nor upgraded first (a dry run reads what is there). ``changes_folders``: it renames,
+        creates or deletes folders, so it takes the folder fence alone (module docstring)."""
         errors = self._errors()
+        self._folders_alone = changes_folders
         if self._connection is None:
             self._connection = self._take_idle()
         reused = self._connection is not None
@@ -314,7 +325,7 @@ class Store:
                         self._connection = self._connect()
                     if migrate:
                         self._ensure_schema()
-                    self._begin()
+                    self._begin(fenced=True)
                     # PostgreSQL's BEGIN waits for the first statement: a kept connection is confirmed there.
                     self._unconfirmed = kept and self.dialect == "postgresql"
                     break
@@ -358,15 +369,21 @@ class Store:
                 return
         connection.close()
 
-    def _begin(self) -> None:
+    def _begin(self, *, fenced: bool = False) -> None:
+        """Open a transaction; ``fenced`` (PostgreSQL): behind the folder fence, shared or alone."""
         if self.dialect == "sqlite":
             self._connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
-        else:
-            # Sent with the transaction's first statement, in its round trip (BEGIN opens the block the SETs are
-            # in). SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read
-            # back near the year-1 and year-9999 limits stay within what Python represents.
-            self._connection.defer(f"BEGIN; SET LOCAL statement_timeout = {int(self.timeout * 1000)}; "
-                                   "SET LOCAL TimeZone = 'UTC'")
+            return
+        # Sent with the transaction's first statement, in its round trip (BEGIN opens the block the SETs are
+        # in). SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read
+        # back near the year-1 and year-9999 limits stay within what Python represents.
+        begin = f"BEGIN; SET LOCAL statement_timeout = {int(self.timeout * 1000)}; SET LOCAL TimeZone = 'UTC'"
+        if fenced:
+            # A statement of its own, ahead of any row lock: the statements after it take their snapshots once
+            # the fence is held, so they see every rename committed before it.
+            fence = "pg_advisory_xact_lock" if self._folders_alone else "pg_advisory_xact_lock_shared"
+            begin += f"; SELECT {fence}({_FOLDER_FENCE})"
+        self._connection.defer(begin)
 
     def _commit(self) -> None:
         self._unconfirmed = False
@@ -430,7 +447,7 @@ class Store:
         """Insert the event and apply its plan, atomically; a repeat (same dedupe key) changes nothing, except
         that it continues an event a spent time budget left partly applied. See the module docstring."""
         deadline = None if budget is None else clock() + budget
-        with self.transaction():
+        with self.transaction(changes_folders=bool(plan.folders)):
             insert = ("INSERT INTO cloudinary_events (dedupe_key, notification_type, asset_id, event_clock, "
                       "received_at, payload, signature_timestamp, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                       "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
@@ -519,7 +536,7 @@ class Store:
         refuses for good is quarantined alone, as ``record`` does. Counts: recorded, duplicates, quarantined."""
         unique = list({event.dedupe_key: (event, plan) for event, plan in items}.values())
         counts = {"recorded": 0, "duplicates": len(items) - len(unique), "quarantined": 0}
-        with self.transaction():
+        with self.transaction(changes_folders=any(plan.folders for _event, plan in unique)):
             ids = self._insert_events([event for event, _plan in unique])
             todo = [(ids[event.dedupe_key], event, plan) for event, plan in unique if event.dedupe_key in ids]
             counts["duplicates"] += len(unique) - len(todo)
@@ -809,7 +826,7 @@ class Store:
         """Rebuild the mirror (assets, folders) from the event log, in one transaction. An event the database
         refuses is (still, or now) quarantined; a quarantined or partly applied one that applies is applied."""
         counts = {"events": 0, "applied": 0, "skipped": 0, "quarantined": 0}
-        with self.transaction():
+        with self.transaction(changes_folders=True):  # it rebuilds every folder
             for table in ("cloudinary_assets", "cloudinary_folders", "cloudinary_folder_renames"):
                 self.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
             last_id = 0

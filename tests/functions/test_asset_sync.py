@@ -287,10 +287,10 @@ def test_the_rename_log_is_read_only_when_a_rename_can_apply(database, monkeypat
     assert asset(database)["asset_folder"] == "shop/collections/heritage/archive"
 
 
-def test_a_rename_committed_while_a_move_waits_for_its_row_still_applies_to_it(database):
-    """PostgreSQL, three sessions: a move waits for its asset's row (another transaction holds it) while the
-    folder it moves into is renamed; once the row is free, the move must land under the new name. (Whether a
-    rename applies is decided by a statement that starts after the lock, never by one that started before.)"""
+def test_a_rename_arriving_while_a_move_waits_for_its_row_still_applies_to_it(database):
+    """PostgreSQL, three sessions: a move waits for its asset's row (another transaction holds it) when the
+    folder it moves into is renamed. The rename waits for the move (the folder fence), and once the row is
+    free both land: the asset under the new name."""
     if db.store(database).dialect != "postgresql":
         assert send("upload").status == 200  # SQLite: one writer at a time, so the race cannot happen; the
         for name in ("move_or_rename_asset_folder", "move"):  # same story in order lands the same way
@@ -303,21 +303,74 @@ def test_a_rename_committed_while_a_move_waits_for_its_row_still_applies_to_it(d
     holder = pg.Admin(database)
     holder.execute("BEGIN")
     holder.execute("SELECT 1 FROM cloudinary_assets WHERE asset_id = %s FOR UPDATE", (ASSET,))
-    answers: list[Any] = []
-    mover = threading.Thread(target=lambda: answers.append(send("move")))  # its own connection (per thread)
-    mover.start()
+    answers: dict[str, Any] = {}
+    mover = threading.Thread(target=lambda: answers.update(move=send("move")))  # its own connection
+    renamer = threading.Thread(target=lambda: answers.update(rename=send("move_or_rename_asset_folder")))
     try:
-        with pg.admin(database) as watcher:  # until the move waits on the row lock
-            deadline = time.monotonic() + 10
-            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                      "AND application_name = 'cloudinary-asset-sync'").fetchone():
-                assert time.monotonic() < deadline and mover.is_alive(), "the move never waited for the row"
-        assert send("move_or_rename_asset_folder").status == 200  # committed while the move waits
+        mover.start()
+        _wait_for_lock_waits(database, 1, mover)  # the move waits on the row
+        renamer.start()
+        _wait_for_lock_waits(database, 2, renamer)  # and the rename on the move
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+        for thread in (mover, renamer):
+            if thread.ident is not None:
+                thread.join(timeout=10)
+    assert answers["move"].status == 200 and answers["move"].body["status"] == "done"
+    assert answers["rename"].status == 200
+    assert asset(database)["asset_folder"] == "shop/collections/heritage"
+
+
+def _wait_for_lock_waits(database: str, count: int, thread: Any) -> None:
+    """Until ``count`` asset_sync sessions wait on a lock; fails if ``thread`` ends first or 10 s pass."""
+    with pg.admin(database) as watcher:
+        deadline = time.monotonic() + 10
+        while watcher.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                              "AND application_name = 'cloudinary-asset-sync'").fetchone()[0] < count:
+            assert time.monotonic() < deadline and thread.is_alive(), f"{count} lock waits never came"
+
+
+def test_a_rename_committed_between_a_moves_write_and_its_commit_still_applies_to_it(database, monkeypatch):
+    """PostgreSQL, the narrower race: a move has written its asset's row (no rename of its new folder recorded
+    yet) and not committed, when that folder's rename arrives. The rename cannot see the uncommitted row, so it
+    must wait for the move's commit (the folder fence: writers share it, renames take it alone) and then carry
+    the moved asset along."""
+    if db.store(database).dialect != "postgresql":
+        assert send("upload").status == 200  # SQLite: one writer at a time, so the race cannot happen
+        for name in ("move", "move_or_rename_asset_folder"):
+            assert send(name).status == 200
+        assert asset(database)["asset_folder"] == "shop/collections/heritage"
+        return
+    import threading
+
+    assert send("upload").status == 200
+    written, resume = threading.Event(), threading.Event()
+    mover_thread: list[threading.Thread] = []
+    commit = db.Store._commit
+
+    def paused_commit(store: db.Store) -> None:
+        if mover_thread and threading.current_thread() is mover_thread[0]:
+            written.set()  # the move's row is written, its transaction still open
+            assert resume.wait(timeout=10)
+        commit(store)
+
+    monkeypatch.setattr(db.Store, "_commit", paused_commit)
+    answers: dict[str, Any] = {}
+    mover = threading.Thread(target=lambda: answers.update(move=send("move")))
+    renamer = threading.Thread(target=lambda: answers.update(rename=send("move_or_rename_asset_folder")))
+    mover_thread.append(mover)
+    mover.start()
+    try:
+        assert written.wait(timeout=10), "the move never reached its commit"
+        renamer.start()
+        _wait_for_lock_waits(database, 1, renamer)  # the rename waits for the move (without the fence: it
+    finally:                                        # committed at once, and the move then undid it)
+        resume.set()
         mover.join(timeout=10)
-    assert answers and answers[0].status == 200 and answers[0].body["status"] == "done"
+        if renamer.ident is not None:
+            renamer.join(timeout=10)
+    assert answers["move"].status == 200 and answers["rename"].status == 200
     assert asset(database)["asset_folder"] == "shop/collections/heritage"
 
 
