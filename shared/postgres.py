@@ -123,6 +123,14 @@ class Connection:
         """Send ``statement`` (which returns no rows) in front of the next ``execute``."""
         self._pending.append(statement)
 
+    def deferred(self) -> tuple[str, ...]:
+        """The statements waiting for the next ``execute``."""
+        return tuple(self._pending)
+
+    def discard_deferred(self) -> None:
+        """Drop the statements waiting for the next ``execute`` (they were never sent)."""
+        self._pending.clear()
+
     def execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
         """Run ``statement`` (``%s`` placeholders, a literal ``%`` doubled) after the deferred ones; its cursor."""
         cursor = self.raw.cursor(cursor_factory=self._cursor_factory)

@@ -21,8 +21,9 @@ What a failure does depends on whether a retry can fix it (``Store._retryable``)
 
 Folder renames and asset writes (PostgreSQL): a rename re-projects the assets it finds in its folder, and
 a write checks for renames after its asset's folder clock; neither sees what the other has not committed. So
-every transaction first takes the *folder fence* (a transaction-scoped advisory lock): shared by the
-transactions that write assets, alone by those that change folders. A rename then waits for the writes in
+every transaction that writes them first takes the *folder fence* (a transaction-scoped advisory lock): shared
+by the transactions that write assets, alone by those that change folders (``transaction(fence=...)``; the
+reading and bookkeeping ones take none). A rename then waits for the writes in
 flight to commit and finds their rows; a write that starts meanwhile waits for the rename and sees it. Both
 take the fence before any row lock, so it adds no deadlock. (SQLite runs one writer at a time already.)
 
@@ -186,7 +187,7 @@ class Store:
         self.dialect, self._target = parse_url(url)
         self._connection: Any = None
         self._unconfirmed = False  # the next statement is the first on a kept connection (see _first_statement)
-        self._folders_alone = False  # the open transaction takes the folder fence alone (see the module doc)
+        self._fence: str | None = None  # the open transaction's folder fence: "shared", "alone" or none (module doc)
         self.timeout = config.integer("ASSET_SYNC_DB_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS, minimum=1)
 
     # --- connection and transaction plumbing ---
@@ -289,7 +290,7 @@ class Store:
                 raise
         self.close()
         self._connection = self._connect()
-        self._begin(fenced=True)
+        self._begin()
         return self._connection.execute(self._sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -307,13 +308,14 @@ class Store:
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     @contextmanager
-    def transaction(self, *, migrate: bool = True, changes_folders: bool = False) -> Iterator[Store]:
+    def transaction(self, *, migrate: bool = True, fence: str | None = None) -> Iterator[Store]:
         """One transaction; a database error (connect included) rolls it back and becomes a 503 when a retry
         can fix it, else a 500 (the log says what the database refused). ``migrate=False``: the schema is
-        neither created nor upgraded first (a dry run reads what is there). ``changes_folders``: it renames,
-        creates or deletes folders, so it takes the folder fence alone (module docstring)."""
+        neither created nor upgraded first (a dry run reads what is there). ``fence``: "shared" when it writes
+        assets, "alone" when it changes folders (the folder fence: module docstring); none when it writes
+        neither."""
         errors = self._errors()
-        self._folders_alone = changes_folders
+        self._fence = fence
         if self._connection is None:
             self._connection = self._take_idle()
         reused = self._connection is not None
@@ -325,7 +327,7 @@ class Store:
                         self._connection = self._connect()
                     if migrate:
                         self._ensure_schema()
-                    self._begin(fenced=True)
+                    self._begin()
                     # PostgreSQL's BEGIN waits for the first statement: a kept connection is confirmed there.
                     self._unconfirmed = kept and self.dialect == "postgresql"
                     break
@@ -369,8 +371,8 @@ class Store:
                 return
         connection.close()
 
-    def _begin(self, *, fenced: bool = False) -> None:
-        """Open a transaction; ``fenced`` (PostgreSQL): behind the folder fence, shared or alone."""
+    def _begin(self) -> None:
+        """Open a transaction (PostgreSQL: behind the folder fence when the transaction takes it)."""
         if self.dialect == "sqlite":
             self._connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
             return
@@ -378,23 +380,44 @@ class Store:
         # in). SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read
         # back near the year-1 and year-9999 limits stay within what Python represents.
         begin = f"BEGIN; SET LOCAL statement_timeout = {int(self.timeout * 1000)}; SET LOCAL TimeZone = 'UTC'"
-        if fenced:
+        if self._fence is not None:
             # A statement of its own, ahead of any row lock: the statements after it take their snapshots once
             # the fence is held, so they see every rename committed before it.
-            fence = "pg_advisory_xact_lock" if self._folders_alone else "pg_advisory_xact_lock_shared"
-            begin += f"; SELECT {fence}({_FOLDER_FENCE})"
+            lock = "pg_advisory_xact_lock" if self._fence == "alone" else "pg_advisory_xact_lock_shared"
+            begin += f"; SELECT {lock}({_FOLDER_FENCE})"
         self._connection.defer(begin)
 
     def _commit(self) -> None:
         self._unconfirmed = False
+        if self._nothing_sent():
+            return
         self._connection.execute("COMMIT")
 
     def _rollback(self) -> None:
         self._unconfirmed = False
         try:
+            if self._nothing_sent():
+                return
             self._connection.execute("ROLLBACK")
         except Exception:  # the connection is gone; the server rolled back for us
             self.close()
+
+    def _behind_fence(self, needed: str) -> None:
+        """A transaction that writes asset rows (``needed`` "shared") or folders ("alone") without the fence is
+        a bug here, never the database's doing: PostgreSQL would let a rename and a write miss each other."""
+        if self.dialect == "postgresql" and self._fence not in (needed, "alone"):
+            raise RuntimeError(f"asset_sync: a write outside the folder fence ({needed}); see the db module")
+
+    def _nothing_sent(self) -> bool:
+        """PostgreSQL: the open transaction's deferred BEGIN never went out (no statement followed it), so there
+        is nothing to end; it is dropped, and no round trip waits for the folder fence only to end at once."""
+        if self.dialect != "postgresql":
+            return False
+        deferred = self._connection.deferred()
+        if not deferred or not deferred[0].startswith("BEGIN"):
+            return False
+        self._connection.discard_deferred()
+        return True
 
     # --- schema ---
 
@@ -407,7 +430,11 @@ class Store:
 
     def _migrate(self) -> list[int]:
         applied: list[int] = []
-        self._begin()
+        fence, self._fence = self._fence, None  # its own transaction, before the caller's: no folder fence
+        try:
+            self._begin()
+        finally:
+            self._fence = fence
         try:
             if self.dialect == "postgresql":
                 self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_LOCK,))
@@ -447,7 +474,7 @@ class Store:
         """Insert the event and apply its plan, atomically; a repeat (same dedupe key) changes nothing, except
         that it continues an event a spent time budget left partly applied. See the module docstring."""
         deadline = None if budget is None else clock() + budget
-        with self.transaction(changes_folders=bool(plan.folders)):
+        with self.transaction(fence="alone" if plan.folders else "shared"):
             insert = ("INSERT INTO cloudinary_events (dedupe_key, notification_type, asset_id, event_clock, "
                       "received_at, payload, signature_timestamp, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                       "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id")
@@ -536,7 +563,7 @@ class Store:
         refuses for good is quarantined alone, as ``record`` does. Counts: recorded, duplicates, quarantined."""
         unique = list({event.dedupe_key: (event, plan) for event, plan in items}.values())
         counts = {"recorded": 0, "duplicates": len(items) - len(unique), "quarantined": 0}
-        with self.transaction(changes_folders=any(plan.folders for _event, plan in unique)):
+        with self.transaction(fence="alone" if any(plan.folders for _event, plan in unique) else "shared"):
             ids = self._insert_events([event for event, _plan in unique])
             todo = [(ids[event.dedupe_key], event, plan) for event, plan in unique if event.dedupe_key in ids]
             counts["duplicates"] += len(unique) - len(todo)
@@ -739,6 +766,7 @@ class Store:
         after the folder's own clock), in one statement."""
         if not rows:
             return
+        self._behind_fence("shared")
         folder_clocks = [state["fields"]["asset_folder"][1] for _key, state in rows
                          if state.get("fields", {}).get("asset_folder")]
         since = min(folder_clocks) if folder_clocks else None
@@ -779,6 +807,7 @@ class Store:
         return [(row["event_clock"], row["from_path"], row["to_path"]) for row in rows]
 
     def _apply_folder(self, change: FolderChange, event_clock: str) -> None:
+        self._behind_fence("alone")
         if change.kind == "delete":
             self._set_folder(change.path, True, event_clock)
             return
@@ -826,7 +855,7 @@ class Store:
         """Rebuild the mirror (assets, folders) from the event log, in one transaction. An event the database
         refuses is (still, or now) quarantined; a quarantined or partly applied one that applies is applied."""
         counts = {"events": 0, "applied": 0, "skipped": 0, "quarantined": 0}
-        with self.transaction(changes_folders=True):  # it rebuilds every folder
+        with self.transaction(fence="alone"):  # it rebuilds every folder
             for table in ("cloudinary_assets", "cloudinary_folders", "cloudinary_folder_renames"):
                 self.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
             last_id = 0

@@ -327,15 +327,77 @@ def _wait_for_lock_waits(database: str, count: int, thread: Any) -> None:
     with pg.admin(database) as watcher:
         deadline = time.monotonic() + 10
         while watcher.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                              "AND application_name = 'cloudinary-asset-sync'").fetchone()[0] < count:
+                              "AND application_name = 'cloudinary-asset-sync' "
+                              "AND datname = current_database()").fetchone()[0] < count:
             assert time.monotonic() < deadline and thread.is_alive(), f"{count} lock waits never came"
+            time.sleep(0.01)
+
+
+def _holding_the_fence_alone(database: str) -> Any:
+    """Another session, as a long folder rename would be: the folder fence held alone until its ROLLBACK."""
+    holder = pg.Admin(database)
+    holder.execute("BEGIN")
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", (db._FOLDER_FENCE,))
+    return holder
+
+
+def test_reading_the_mirror_does_not_wait_for_the_folder_fence(database, monkeypatch):
+    """Only what writes assets or folders takes the fence: status and the mirror's reads answer while a rename
+    (here another session holding the fence alone) runs."""
+    assert send("upload").status == 200
+    if db.store(database).dialect != "postgresql":
+        return  # SQLite has no fence: one writer at a time already
+    monkeypatch.setenv("ASSET_SYNC_DB_TIMEOUT_SECONDS", "2")  # a wait would end in a 503 after 2 s
+    db.close_all()
+    holder = _holding_the_fence_alone(database)
+    try:
+        store = db.store(database)
+        assert store.status()["assets"] >= 1 and store.assets()[0]["asset_id"] == ASSET
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_transaction_that_sent_nothing_ends_without_a_round_trip(database, monkeypatch):
+    """PostgreSQL's BEGIN (and the fence) wait for the first statement; a transaction that fails before one
+    sends nothing at all, so it neither waits for the fence nor costs a round trip to roll back."""
+    store = db.store(database)
+    with store.transaction():
+        pass  # migrated, and the connection kept
+    if store.dialect != "postgresql":
+        return
+    from shared import postgres
+
+    sent: list[bytes] = []
+    send_query = postgres.Connection._send
+    monkeypatch.setattr(postgres.Connection, "_send", lambda self, cursor, query: (sent.append(query),
+                                                                                   send_query(self, cursor, query)))
+    holder = _holding_the_fence_alone(database)
+    try:
+        with pytest.raises(ValueError), store.transaction(fence="shared"):
+            raise ValueError("refused before any statement")
+        with store.transaction(fence="shared"):
+            pass
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert sent == []
+
+
+def test_asset_rows_are_never_written_outside_the_folder_fence(database):
+    store = db.store(database)
+    if store.dialect != "postgresql":
+        return
+    with pytest.raises(RuntimeError, match="folder fence"), store.transaction():
+        store._write_rows([(ASSET, {"fields": {}})])
 
 
 def test_a_rename_committed_between_a_moves_write_and_its_commit_still_applies_to_it(database, monkeypatch):
     """PostgreSQL, the narrower race: a move has written its asset's row (no rename of its new folder recorded
     yet) and not committed, when that folder's rename arrives. The rename cannot see the uncommitted row, so it
     must wait for the move's commit (the folder fence: writers share it, renames take it alone) and then carry
-    the moved asset along."""
+    the moved asset along. (Without the fence the rename committed at once, and the asset stayed under the old
+    name: here the rename is first required to wait.)"""
     if db.store(database).dialect != "postgresql":
         assert send("upload").status == 200  # SQLite: one writer at a time, so the race cannot happen
         for name in ("move", "move_or_rename_asset_folder"):
