@@ -23,9 +23,9 @@ Folder renames and asset writes (PostgreSQL): a rename re-projects the assets it
 a write checks for renames after its asset's folder clock; neither sees what the other has not committed. So
 every transaction that writes them first takes the *folder fence* (a transaction-scoped advisory lock): shared
 by the transactions that write assets, alone by those that change folders (``transaction(fence=...)``; the
-reading and bookkeeping ones take none). A rename then waits for the writes in
-flight to commit and finds their rows; a write that starts meanwhile waits for the rename and sees it. Both
-take the fence before any row lock, so it adds no deadlock. (SQLite runs one writer at a time already.)
+reading and bookkeeping ones take none). A rename then waits for the writes in flight to commit and finds
+their rows; a write that starts meanwhile waits for the rename and sees it. Both take the fence before any
+row lock, so it adds no deadlock. (SQLite runs one writer at a time already.)
 
 Connections are opened at first use (never at import), kept per thread for the next request of a warm
 serverless instance, and dropped on any error. The schema is migrated on first use of a database URL.
@@ -290,7 +290,7 @@ class Store:
                 raise
         self.close()
         self._connection = self._connect()
-        self._begin()
+        self._begin(self._fence)
         return self._connection.execute(self._sql(statement), params)
 
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -327,7 +327,7 @@ class Store:
                         self._connection = self._connect()
                     if migrate:
                         self._ensure_schema()
-                    self._begin()
+                    self._begin(self._fence)
                     # PostgreSQL's BEGIN waits for the first statement: a kept connection is confirmed there.
                     self._unconfirmed = kept and self.dialect == "postgresql"
                     break
@@ -371,8 +371,8 @@ class Store:
                 return
         connection.close()
 
-    def _begin(self) -> None:
-        """Open a transaction (PostgreSQL: behind the folder fence when the transaction takes it)."""
+    def _begin(self, fence: str | None = None) -> None:
+        """Open a transaction; PostgreSQL: behind the folder ``fence`` ("shared" or "alone") if one is given."""
         if self.dialect == "sqlite":
             self._connection.execute("BEGIN IMMEDIATE")  # take the write lock now: no upgrade deadlocks
             return
@@ -380,23 +380,23 @@ class Store:
         # in). SET LOCAL: transaction-scoped, so pooled connections keep no session state. UTC: times read
         # back near the year-1 and year-9999 limits stay within what Python represents.
         begin = f"BEGIN; SET LOCAL statement_timeout = {int(self.timeout * 1000)}; SET LOCAL TimeZone = 'UTC'"
-        if self._fence is not None:
+        if fence is not None:
             # A statement of its own, ahead of any row lock: the statements after it take their snapshots once
             # the fence is held, so they see every rename committed before it.
-            lock = "pg_advisory_xact_lock" if self._fence == "alone" else "pg_advisory_xact_lock_shared"
+            lock = "pg_advisory_xact_lock" if fence == "alone" else "pg_advisory_xact_lock_shared"
             begin += f"; SELECT {lock}({_FOLDER_FENCE})"
         self._connection.defer(begin)
 
     def _commit(self) -> None:
         self._unconfirmed = False
-        if self._nothing_sent():
+        if self._end_unsent():
             return
         self._connection.execute("COMMIT")
 
     def _rollback(self) -> None:
         self._unconfirmed = False
         try:
-            if self._nothing_sent():
+            if self._end_unsent():
                 return
             self._connection.execute("ROLLBACK")
         except Exception:  # the connection is gone; the server rolled back for us
@@ -408,9 +408,9 @@ class Store:
         if self.dialect == "postgresql" and self._fence not in (needed, "alone"):
             raise RuntimeError(f"asset_sync: a write outside the folder fence ({needed}); see the db module")
 
-    def _nothing_sent(self) -> bool:
-        """PostgreSQL: the open transaction's deferred BEGIN never went out (no statement followed it), so there
-        is nothing to end; it is dropped, and no round trip waits for the folder fence only to end at once."""
+    def _end_unsent(self) -> bool:
+        """True when nothing of the open transaction reached the server (PostgreSQL: no statement followed its
+        deferred BEGIN), which is then dropped: no round trip waits for the folder fence only to end at once."""
         if self.dialect != "postgresql":
             return False
         deferred = self._connection.deferred()
@@ -430,11 +430,7 @@ class Store:
 
     def _migrate(self) -> list[int]:
         applied: list[int] = []
-        fence, self._fence = self._fence, None  # its own transaction, before the caller's: no folder fence
-        try:
-            self._begin()
-        finally:
-            self._fence = fence
+        self._begin()  # its own transaction, before the caller's, without the folder fence
         try:
             if self.dialect == "postgresql":
                 self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_LOCK,))
