@@ -447,16 +447,22 @@ class DevRequestHandler(WSGIRequestHandler):
             super().finish()
 
     def _all_read(self) -> bool:
-        """Whether the client sent exactly the request it announced, all of it read, and nothing after it (yet):
-        then closing cannot reset the connection under the answer, and waiting for the client to close first
-        (the drain) would only hold this thread. A client pipelining a second request after the first (which an
-        HTTP/1.0 answer does not invite) may still see a reset; a chunked body is always drained."""
+        """Whether the client sent exactly the request it announced, all of it read, and nothing after it (yet)
+        but perhaps its end-of-file: then closing cannot reset the connection under the answer, and waiting for
+        the client to close first (the drain, which hands this worker's turn on) would only hold this thread. A
+        client pipelining a second request after the first (which an HTTP/1.0 answer does not invite) may still
+        see a reset; a chunked body is always drained."""
         end = getattr(self, "request_end", None)
         if end is None or self.reader.received != end or not hasattr(select, "poll"):
             return False
         waiting = select.poll()  # not a recv: on a socket with a timeout, Python would wait for data first
         waiting.register(self.connection, select.POLLIN)
-        return not waiting.poll(0)  # nothing more has come (an end-of-file would also be readable: then drained)
+        if not waiting.poll(0):
+            return True  # nothing more has come
+        try:  # readable: more bytes, or the client's end-of-file (it read the answer and closed: nothing to drain)
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return False
 
     def log_message(self, format: str, *args: Any) -> None:  # the router prints its own line
         pass

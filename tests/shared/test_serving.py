@@ -520,6 +520,22 @@ def test_a_connection_reset_under_the_body_is_a_400_line_not_a_traceback(serve, 
     assert exchange(served.port, raw_request()).status == 200  # and the server goes on
 
 
+def test_a_client_that_said_it_was_done_gets_its_answer_without_a_drain(serve, monkeypatch):
+    """A client that sent its request and closed its side (as most do once they have read the answer) has
+    nothing left to drain: the handler closes at once, keeping its turn, instead of handing the turn on and
+    waiting on the client (which cost a thread switch for every such request under load)."""
+    served = serve()
+    stepped_aside: list[str] = []
+    step_aside = serving.DevServer.step_aside
+    monkeypatch.setattr(serving.DevServer, "step_aside", lambda server: (
+        stepped_aside.append(threading.current_thread().name), step_aside(server)))
+
+    answer = exchange(served.port, raw_request())  # sent, then SHUT_WR: end-of-file before the answer is written
+
+    assert answer.status == 200 and answer.json()["status"] == "dry_run"
+    assert stepped_aside == []
+
+
 def test_a_body_cut_short_by_the_client_is_400(serve):
     served = serve()
 
