@@ -30,7 +30,7 @@ class _StampScenario:
 
     def __init__(self, name: str, assets: int, minutes_late: float) -> None:
         self.name, self.assets, self.minutes_late = name, assets, minutes_late
-        self.notification = self._payload()
+        self.notification: dict[str, Any] = {}
 
     def _payload(self) -> dict[str, Any]:
         from tests.helpers import sample
@@ -44,6 +44,7 @@ class _StampScenario:
         return payload
 
     def setup(self, fake: Any) -> None:
+        self.notification = self._payload()  # dated now: "on time" and "late" are relative to the run
         for resource in self.notification["resources"]:
             fake.add_asset(resource["public_id"], tags=["featured"], metadata={})
 
