@@ -4,6 +4,8 @@ SDK internal it configures moves."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from shared import budget, cloudinary_api
@@ -127,6 +129,33 @@ def test_the_upload_and_admin_api_modules_load_only_when_used():
                                                    "CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout) == [[], ["cloudinary.uploader"], ["cloudinary.uploader", "cloudinary.api"], 0]
+
+
+def test_the_sdk_sends_the_same_user_agent_without_running_uname_at_import():
+    """pycloudinary puts ``platform.platform()`` in its User-Agent when imported, and Python finds that string's
+    processor field on Linux by running ``uname -p`` (~7 ms of a cold start). Through ``cloudinary_api.sdk()`` no
+    process is started, and the User-Agent Cloudinary receives is the one a plain ``import cloudinary`` makes."""
+    import json
+    import os
+    import subprocess
+
+    def fresh(code: str) -> dict:
+        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                                   check=False, cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""),
+                                                                    "CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
+        assert completed.returncode == 0, completed.stderr
+        return json.loads(completed.stdout)
+
+    report = ("print(json.dumps({'agent': cloudinary.get_user_agent(), "
+              "'subprocess': 'subprocess' in sys.modules}))")
+    ours = fresh("import json, sys; from shared import cloudinary_api; "
+                 f"cloudinary = cloudinary_api.sdk().cloudinary; {report}")
+    plain = fresh(f"import json, sys, cloudinary; {report}")
+
+    assert ours["agent"] == plain["agent"]
+    if sys.platform.startswith("linux"):  # elsewhere Python's own way is kept (macOS: "arm" beside "arm64")
+        assert ours["subprocess"] is False
+        assert plain["subprocess"] is True  # what it costs otherwise: the import started `uname -p`
 
 
 def test_threads_that_need_the_sdk_at_once_on_a_cold_start_all_get_it_whole():
