@@ -103,10 +103,9 @@ def _imported(name: str) -> ModuleType:
     """``import name``, its objects built for good when this is the cold start's import. Always through the import
     system, never straight from sys.modules: a module another thread is still importing is there already, half
     built, and only the import system waits for it to be finished."""
-    if name in sys.modules:
-        return importlib.import_module(name)
-    _processor_known_without_a_subprocess()
-    with coldstart.lasting():  # a cold start: the SDK's ~20,000 objects are built once, for good
+    if name not in sys.modules:
+        _processor_known_without_a_subprocess()
+    with coldstart.first_import(name):  # a cold start: the SDK's ~20,000 objects are built once, for good
         return importlib.import_module(name)
 
 

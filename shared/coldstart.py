@@ -11,15 +11,19 @@ the permanent generation (``gc.freeze``), so no later collection walks those obj
 interpreter's teardown (70+ ms for botocore's objects). Nothing is freed any later for it: live objects are
 live either way, and freezing only stops the collector from searching them for reference cycles.
 
-Standard library only (``gc`` and ``threading``, both loaded at start-up).
+``first_import(name)`` is the usual way in: ``lasting()`` around the imports of a module's first use, nothing
+once it is loaded (a warm request freezes nothing of its own).
+
+Standard library only (``gc``, ``sys`` and ``threading``, all loaded at start-up).
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 _lock = threading.Lock()
 _depth = 0  # nested or concurrent blocks: the collector resumes when the last one ends
@@ -44,3 +48,9 @@ def lasting() -> Iterator[None]:
                 gc.freeze()
                 if _resume:
                     gc.enable()
+
+
+def first_import(name: str) -> AbstractContextManager[None]:
+    """``lasting()`` while module ``name`` is not loaded yet (the block imports it, at a cold start), else a
+    block that does nothing: what a warm request builds is its own, and must stay collectable."""
+    return lasting() if name not in sys.modules else nullcontext()

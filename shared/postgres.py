@@ -44,12 +44,9 @@ UNDEFINED_TABLE = "42P01"
 def driver() -> Any:
     """The ``psycopg2`` module, imported at first use (never at a function's import: a forged request's 401
     loads no driver)."""
-    import sys
-    from contextlib import nullcontext
-
     # A cold start builds the driver's modules once, for good. Imported through the import system even when
     # loaded: it waits for a thread still importing them (sys.modules holds a module from its import's start).
-    with coldstart.lasting() if "psycopg2.extras" not in sys.modules else nullcontext():
+    with coldstart.first_import("psycopg2.extras"):
         import psycopg2
         import psycopg2.extensions
         import psycopg2.extras

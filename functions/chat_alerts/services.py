@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 
-from shared import budget, config
+from shared import budget, coldstart, config
 from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
 
 from . import messages
@@ -168,8 +168,9 @@ def post(target: Target, message: dict[str, Any], timeout: float) -> dict[str, A
 def _post_with_slack_sdk(target: Target, message: dict[str, Any], seconds: float) -> tuple[int, str]:
     import http.client
 
-    from slack_sdk.errors import SlackRequestError
-    from slack_sdk.webhook import WebhookClient
+    with coldstart.first_import("slack_sdk.webhook"):  # a cold start: slack_sdk's modules, for good
+        from slack_sdk.errors import SlackRequestError
+        from slack_sdk.webhook import WebhookClient
 
     # No retry handlers: the default one retries a failed connection after a pause, and Cloudinary retries
     # anyway. Our own quiet logger: at DEBUG, slack_sdk's would write the URL.
@@ -184,7 +185,8 @@ def _post_with_slack_sdk(target: Target, message: dict[str, Any], seconds: float
 
 
 def _post_with_requests(target: Target, message: dict[str, Any], seconds: float) -> tuple[int, str]:
-    import requests
+    with coldstart.first_import("requests"):  # a cold start: requests' modules, for good
+        import requests
 
     try:
         response = requests.post(target.url, json=message, timeout=seconds, allow_redirects=False,

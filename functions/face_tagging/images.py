@@ -13,7 +13,7 @@ import math
 import os
 import threading
 
-from shared import config
+from shared import coldstart, config
 from shared.errors import DependencyRejected, DependencyUnavailable
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
@@ -201,7 +201,8 @@ def _open(data: bytes) -> Any:
     """The JPEG, its headers read, opened by Pillow's JPEG plugin directly: ``Image.open`` would first load
     every other format's plugin. Its decompression-bomb check is replaced by a stricter one: the URL asks for
     at most MAX_SIDE pixels a side, so a larger image is not what was asked for."""
-    from PIL import Image, JpegImagePlugin
+    with coldstart.first_import("PIL.JpegImagePlugin"):  # a cold start: Pillow's modules, for good
+        from PIL import Image, JpegImagePlugin
 
     try:
         image = JpegImagePlugin.JpegImageFile(io.BytesIO(data))

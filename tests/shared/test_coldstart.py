@@ -68,3 +68,75 @@ def test_concurrent_blocks_in_two_threads_resume_when_both_ended(frozen):
     release.set()
     thread.join(5)
     assert gc.isenabled() and frozen == [False]
+
+
+def test_first_import_builds_a_module_not_loaded_yet_for_good(frozen):
+    gc.enable()
+    with coldstart.first_import("a_module_nobody_has_imported"):
+        assert not gc.isenabled()
+    assert gc.isenabled() and frozen == [False]
+
+
+def test_first_import_of_a_loaded_module_freezes_nothing(frozen):
+    """A warm request's own objects must stay collectable: nothing is frozen, the collector never paused."""
+    gc.enable()
+    with coldstart.first_import("gc"):
+        assert gc.isenabled()
+    assert frozen == []
+
+
+# Each SDK a function loads at its first use, in a fresh process: once that use is over, the SDK's objects are
+# out of the collector's generations (frozen), so neither later collections nor the interpreter's exit walk them.
+FIRST_USES = {
+    "slack_sdk (chat_alerts)": (
+        "from functions.chat_alerts import services\n"
+        "slack = next(s for s in services.SERVICES if s.name == 'slack')\n"
+        "try:\n"
+        "    services._post_with_slack_sdk(services.Target(slack, 'http://127.0.0.1:9/services/T/B/x'), {}, 1.0)\n"
+        "except Exception:\n"
+        "    pass  # nothing listens there: the import is what this is about\n"
+        "from slack_sdk.webhook import WebhookClient as built\n"),
+    "requests (chat_alerts: Teams, Discord)": (
+        "from functions.chat_alerts import services\n"
+        "teams = next(s for s in services.SERVICES if s.name == 'teams')\n"
+        "try:\n"
+        "    services._post_with_requests(services.Target(teams, 'http://127.0.0.1:9/x'), {}, 1.0)\n"
+        "except Exception:\n"
+        "    pass\n"
+        "from requests import Session as built\n"),
+    "Pillow (face_tagging)": (
+        "from functions.face_tagging import images\n"
+        "try:\n"
+        "    images.check(b'not a JPEG')\n"
+        "except Exception:\n"
+        "    pass\n"
+        "from PIL.JpegImagePlugin import JpegImageFile as built\n"),
+    "python_http_client (eager_email)": (
+        "import os\n"
+        "from shared import config, sendgrid_api\n"
+        "try:\n"
+        "    sendgrid_api.post(config.Settings('eager_email', os.environ), 'mail/send', {})\n"
+        "except Exception:\n"
+        "    pass\n"
+        "from python_http_client import Client as built\n"),
+}
+
+
+@pytest.mark.parametrize("use", list(FIRST_USES))
+def test_an_sdk_loaded_at_its_first_use_is_built_for_good(use):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = FIRST_USES[use] + ("import gc, json\n"
+                              "print(json.dumps({'frozen': gc.get_freeze_count() > 1000, "
+                              "'collectable': any(o is built for o in gc.get_objects())}))\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               check=False, cwd=str(ROOT),
+                               env={"PATH": os.environ.get("PATH", ""), "SENDGRID_API_KEY": "SG.test",
+                                    "SENDGRID_API_HOST": "http://127.0.0.1:9"})
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"frozen": True, "collectable": False}
