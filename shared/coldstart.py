@@ -11,6 +11,9 @@ the permanent generation (``gc.freeze``), so no later collection walks those obj
 interpreter's teardown (70+ ms for botocore's objects). Nothing is freed any later for it: live objects are
 live either way, and freezing only stops the collector from searching them for reference cycles.
 
+``settled()``, called as each request starts, freezes once what the cold start built before the first request
+(the function's module, shared/, the standard library's modules): it too lives as long as the process.
+
 ``first_import(name)`` is the usual way in: ``lasting()`` around the imports of a module's first use, nothing
 once it is loaded (a warm request freezes nothing of its own).
 
@@ -54,3 +57,16 @@ def first_import(name: str) -> AbstractContextManager[None]:
     """``lasting()`` while module ``name`` is not loaded yet (the block imports it, at a cold start), else a
     block that does nothing: what a warm request builds is its own, and must stay collectable."""
     return lasting() if name not in sys.modules else nullcontext()
+
+
+_settled = False
+
+
+def settled() -> None:
+    """At the first request, freeze what the process has built so far: the function's module and all it imported,
+    which live as long as the process (measured with callgrind: 130 million instructions to import eager_email's
+    handler and exit, 119 million with this freeze). Later requests do nothing here."""
+    global _settled
+    if not _settled:
+        _settled = True
+        gc.freeze()

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from shared import budget, config, verify
+from shared import budget, coldstart, config, verify
 from shared.errors import (
     AssetGone,
     BadRequest,
@@ -284,6 +284,7 @@ class Webhook:
         ``max_age``: a signature age to accept beyond the configured one (only the poll loop, which fetched
         the message itself over Cloudinary's authenticated API, passes it)."""
         started = time.perf_counter()
+        coldstart.settled()  # the first request: what the cold start built is for good
         try:
             return self._handle(request, started, time_left, max_age)
         finally:

@@ -140,3 +140,37 @@ def test_an_sdk_loaded_at_its_first_use_is_built_for_good(use):
                                     "SENDGRID_API_HOST": "http://127.0.0.1:9"})
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"frozen": True, "collectable": False}
+
+
+def test_only_the_first_request_freezes(monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append(1))
+    monkeypatch.setattr(coldstart, "_settled", False)
+    coldstart.settled()
+    coldstart.settled()
+    assert calls == [1]
+
+
+def test_a_functions_module_is_built_for_good_once_its_first_request_starts():
+    """In a fresh process: the handler's objects are the collector's to walk until the first request, which
+    freezes them (a forged request is enough: it starts like any other)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("import gc, json\n"
+            "import functions.hello_tag.handler as h\n"
+            "before = any(o is h.handle for o in gc.get_objects())\n"
+            "answer = h.handler({'requestContext': {'http': {'method': 'POST'}}, 'rawPath': '/',\n"
+            "                    'headers': {'content-type': 'application/json', 'x-cld-timestamp': '1',\n"
+            "                                'x-cld-signature': 'forged'}, 'body': '{}'}, None)\n"
+            "after = any(o is h.handle for o in gc.get_objects())\n"
+            "print(json.dumps([answer['statusCode'], before, after]))\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               check=False, cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""),
+                                                                "CLOUDINARY_NOTIFICATION_SECRETS": "a-secret"})
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == [401, True, False]
