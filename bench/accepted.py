@@ -769,8 +769,8 @@ def report(results: dict[str, Any]) -> str:
               "`slack_sdk/__init__` imports the Web API client, and the webhook client itself imports "
               "`slack_sdk.web.internal_utils`, asyncio with it); about 133 ms of imports in all under -X importtime, "
               "spread over ~340 modules, none much above 5 ms of its own. Skipping slack_sdk's package `__init__` "
-              "(measured, 2026-11-30: 15 runs each, medians 34 against 39 ms) would save ~5 ms, not the ~40 the goal "
-              "needs: it is out of reach while both libraries are kept.",
+              "(measured, 2026-11-30: 15 runs each, medians 34 against 39 ms) would save ~5 ms, not the ~25-40 the "
+              "goal needs: it is out of reach while both libraries are kept.",
               "",
               "asset_sync on PostgreSQL connects through psycopg2 (shared/postgres.py): its import is ~18 ms where "
               "psycopg 3's was 60-110 ms on this machine (asyncio, importlib.metadata, ctypes.util); the first "
