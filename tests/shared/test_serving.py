@@ -525,15 +525,15 @@ def test_a_client_that_said_it_was_done_gets_its_answer_without_a_drain(serve, m
     nothing left to drain: the handler closes at once, keeping its turn, instead of handing the turn on and
     waiting on the client (which cost a thread switch for every such request under load)."""
     served = serve()
-    stepped_aside: list[str] = []
-    step_aside = serving.DevServer.step_aside
-    monkeypatch.setattr(serving.DevServer, "step_aside", lambda server: (
-        stepped_aside.append(threading.current_thread().name), step_aside(server)))
+    verdicts: list[bool] = []
+    all_read = serving.DevRequestHandler._all_read
+    monkeypatch.setattr(serving.DevRequestHandler, "_all_read",
+                        lambda handler: verdicts.append(all_read(handler)) or verdicts[-1])
 
     answer = exchange(served.port, raw_request())  # sent, then SHUT_WR: end-of-file before the answer is written
 
     assert answer.status == 200 and answer.json()["status"] == "dry_run"
-    assert stepped_aside == []
+    assert verdicts == [True]  # nothing to drain: closed at once (a drain would hand the worker's turn on)
 
 
 def test_a_body_cut_short_by_the_client_is_400(serve):
