@@ -64,8 +64,9 @@ _settled = False
 
 def settled() -> None:
     """At the first request, freeze what the process has built so far: the function's module and all it imported,
-    which live as long as the process (measured with callgrind: 130 million instructions to import eager_email's
-    handler and exit, 119 million with this freeze). Later requests do nothing here."""
+    which live as long as the process. Later requests do nothing here. (Callgrind, a process importing eager_email's
+    handler and answering one request that needs no SDK: 169 million instructions, 157 million with this freeze.
+    A request that imports an SDK gets as much from that import's ``lasting()``.)"""
     global _settled
     if not _settled:
         _settled = True
