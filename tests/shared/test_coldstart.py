@@ -111,6 +111,12 @@ FIRST_USES = {
         "except Exception:\n"
         "    pass\n"
         "from PIL.JpegImagePlugin import JpegImageFile as built\n"),
+    "botocore (the DynamoDB idempotency store, without boto3)": (
+        "import sys\n"
+        "from shared import idempotency\n"
+        "idempotency._DynamoStore('t', 'us-east-1', 'http://127.0.0.1:9', 1.0, 1).client()\n"
+        "assert 'boto3' not in sys.modules, 'boto3 imported'\n"
+        "from botocore.client import BaseClient as built\n"),
     "python_http_client (eager_email)": (
         "import os\n"
         "from shared import config, sendgrid_api\n"

@@ -1,5 +1,5 @@
 """shared.idempotency against real stores: SQLite in a temporary file, a real PostgreSQL server, and a DynamoDB
-stand-in on 127.0.0.1 that boto3 reaches through AWS_ENDPOINT_URL_DYNAMODB (its requests are asserted as sent).
+stand-in on 127.0.0.1 that botocore reaches through AWS_ENDPOINT_URL_DYNAMODB (its requests are asserted as sent).
 
 Most behaviour tests run once per store (``store`` is parametrized). The PostgreSQL server is the throwaway one
 that ``scripts/postgres.sh`` starts for ``make test`` (TEST_DATABASE_URL); when it is not there the PostgreSQL
