@@ -130,6 +130,9 @@ class Stands:
         self.cdn.serve(self.photo)
         self.chat_posts: list[bytes] = []
         self.chat = wire.LocalServer(self._chat)
+        from tests.fakes.dynamodb import FakeDynamoDB
+
+        self.dynamodb = FakeDynamoDB("bench-idempotency")  # the idempotency table template.yaml creates on Lambda
         self.databases: dict[str, str] = {}
 
     def _chat(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
@@ -144,15 +147,18 @@ class Stands:
         self.cdn.requests.clear()
         self.cdn.serve(self.photo)
         self.chat_posts.clear()
+        self.dynamodb.reset()
 
     def calls(self) -> int:
         """Requests any stand-in has seen so far."""
         return (len(self.cloudinary.calls) + len(self.sendgrid.requests) + len(self.rekognition.calls)
-                + len(self.cdn.requests) + len(self.chat_posts))
+                + len(self.cdn.requests) + len(self.chat_posts) + len(self.dynamodb.requests))
 
     def stop(self) -> None:
         for server in (self.cloudinary, self.sendgrid, self.rekognition, self.cdn, self.chat):
             server.stop()
+        self.dynamodb.server.shutdown()
+        self.dynamodb.server.server_close()
 
 
 def _with_metadata(base: type) -> type:
@@ -312,6 +318,19 @@ def _eager_payload(stands: Stands, run: int) -> dict[str, Any]:
     return _unique(_sample("eager_email", "eager"), run)
 
 
+def _eager_env(stands: Stands) -> dict[str, str]:
+    return {"SENDGRID_API_KEY": "SG.bench-key", "SENDGRID_API_HOST": stands.sendgrid_url,
+            "FROM_VERIFIED_SENDER": "webhooks@example.com", "TO_RECIPIENTS": "editor@example.com producer@example.com",
+            "CLOUDINARY_URL": _cloudinary_url(stands)}
+
+
+def _lambda_store(stands: Stands) -> dict[str, str]:
+    """The idempotency store of a Lambda deployed with template.yaml: its DynamoDB table (here the stand-in)."""
+    return {"IDEMPOTENCY_TABLE": stands.dynamodb.table, "AWS_ENDPOINT_URL_DYNAMODB": stands.dynamodb.url,
+            "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIABENCHBENCHBENCH0",
+            "AWS_SECRET_ACCESS_KEY": "bench-secret-access-key"}
+
+
 def _face_payload(stands: Stands, run: int) -> dict[str, Any]:
     return _sample("face_tagging", "upload")
 
@@ -352,11 +371,16 @@ def scenarios() -> list[Scenario]:
             key="eager_email", function="eager_email", label="email sent", goal_ms=65,
             payload=_eager_payload, setup=lambda stands, payload: None,
             saw_write=lambda stands, payload: len(stands.sendgrid.accepted) == 1,
-            env=lambda stands: {"SENDGRID_API_KEY": "SG.bench-key", "SENDGRID_API_HOST": stands.sendgrid_url,
-                                "FROM_VERIFIED_SENDER": "webhooks@example.com",
-                                "TO_RECIPIENTS": "editor@example.com producer@example.com",
-                                "CLOUDINARY_URL": _cloudinary_url(stands)},
+            env=_eager_env,
             cwd="eager_email", calls="SendGrid mail/send 1; idempotency store (SQLite in the working folder) 2",
+        ),
+        Scenario(
+            key="eager_email:dynamodb", function="eager_email", label="email sent, idempotency in DynamoDB (Lambda)",
+            goal_ms=65, payload=_eager_payload, setup=lambda stands, payload: None,
+            saw_write=lambda stands, payload: len(stands.sendgrid.accepted) == 1
+            and stands.dynamodb.operations() == ["PutItem", "UpdateItem"],
+            env=lambda stands: {**_eager_env(stands), **_lambda_store(stands)},
+            calls="SendGrid mail/send 1; idempotency store: DynamoDB PutItem 1, UpdateItem 1 (through botocore)",
         ),
         Scenario(
             key="hello_tag", function="hello_tag", label="tag added",

@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 
-from shared import coldstart, config, verify
+from shared import config, verify
 from shared.errors import ConfigError, DependencyUnavailable
 
 TYPE_CHECKING = False  # cold start: see docs/DESIGN.md §8
@@ -544,18 +544,14 @@ class _DynamoStore:
             return self._client
 
     def _create(self) -> Any:
-        """A botocore client (what boto3's ``client()`` returns), created without importing boto3, whose resource
-        layer a client never uses, and built for good: on Lambda, where the template's table makes this the store,
-        importing boto3 and creating the client took 166-180 ms of a cold start here, 156 ms through botocore,
-        and the collector's walks over its ~40,000 objects (at import and at every full collection) go too."""
-        with coldstart.lasting():
-            import botocore.session
-            from botocore.config import Config
+        """The DynamoDB client (``shared.aws``: botocore without boto3, built for good). On Lambda, where the
+        template's table makes this the store, importing boto3 and creating its client took 166-180 ms of a cold
+        start here."""
+        from shared import aws
 
-            return botocore.session.Session().create_client(
-                "dynamodb", region_name=self.region, endpoint_url=self.endpoint,
-                config=Config(connect_timeout=min(self.timeout, 2.0), read_timeout=self.timeout,
-                              retries={"mode": "standard", "total_max_attempts": self.attempts}))
+        return aws.client("dynamodb", region=self.region, endpoint=self.endpoint,
+                          connect_timeout=min(self.timeout, 2.0), read_timeout=self.timeout,
+                          retries={"mode": "standard", "total_max_attempts": self.attempts})
 
     def claim(self, key: str, function: str, now: int, claimed_until: int) -> Record | None:
         for _ in range(_CLAIM_ATTEMPTS):

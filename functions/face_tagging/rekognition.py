@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from shared import coldstart, config
+from shared import aws, config
 from shared.errors import ConfigError, DependencyRejected, DependencyUnavailable
 
 from . import names
@@ -123,39 +123,12 @@ def _client_settings() -> tuple[str, str | None, float, int]:
 
 
 def _create(region: str, endpoint: str | None, timeout: float, attempts: int) -> Any:
-    """A botocore client (what boto3's ``client()`` returns), created without importing boto3: boto3 adds its
-    resource layer and s3transfer (tens of milliseconds and ~17 MiB at a cold start) that a client never uses."""
-    with coldstart.lasting():  # botocore's ~40,000 objects: built once per container, never garbage
-        import botocore.session
-        from botocore.config import Config
-        from botocore.loaders import Loader
-
-        class TrimmedDataLoader(Loader):
-            """botocore's data loader, searching DATA_PATH first."""
-
-            def __init__(self) -> None:
-                super().__init__(extra_search_paths=[DATA_PATH])
-
-            def list_available_services(self, type_name: str) -> list[str]:
-                # Every folder of the search paths names a service: one listing per path. botocore's own also
-                # looks into each for the type of file asked (~3,000 stat calls, a third of a client's
-                # creation time), only for create_client to check the service is in the list.
-                return sorted({name for path in self.search_paths if os.path.isdir(path)
-                               for name in os.listdir(path) if "." not in name})
-
-            def is_builtin_path(self, path: str) -> bool:
-                # The trimmed data is botocore's own (a test proves it), so botocore must treat it so: endpoint
-                # data from elsewhere would make the endpoint rule set take the legacy endpoint as given.
-                return path.startswith(DATA_PATH + os.sep) or super().is_builtin_path(path)
-
-        session = botocore.session.Session()
-        session.register_component("data_loader", TrimmedDataLoader())
-        return session.create_client(
-            SERVICE, region_name=region, endpoint_url=endpoint,
-            config=Config(connect_timeout=min(timeout, 3.0), read_timeout=timeout,
-                          retries={"mode": "standard", "total_max_attempts": attempts},
-                          max_pool_connections=16),  # concurrent searches share the pool
-        )
+    """The Rekognition client (``shared.aws``: botocore without boto3, built for good), from the trimmed data in
+    DATA_PATH: botocore's own, trimmed to the operations called (a test proves it)."""
+    return aws.client(SERVICE, region=region, endpoint=endpoint, data_path=DATA_PATH,
+                      connect_timeout=min(timeout, 3.0), read_timeout=timeout,
+                      retries={"mode": "standard", "total_max_attempts": attempts},
+                      max_pool_connections=16)  # concurrent searches share the pool
 
 
 @contextmanager
