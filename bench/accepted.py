@@ -155,10 +155,8 @@ class Stands:
                 + len(self.cdn.requests) + len(self.chat_posts) + len(self.dynamodb.requests))
 
     def stop(self) -> None:
-        for server in (self.cloudinary, self.sendgrid, self.rekognition, self.cdn, self.chat):
+        for server in (self.cloudinary, self.sendgrid, self.rekognition, self.cdn, self.chat, self.dynamodb):
             server.stop()
-        self.dynamodb.server.shutdown()
-        self.dynamodb.server.server_close()
 
 
 def _with_metadata(base: type) -> type:

@@ -56,6 +56,12 @@ class FakeDynamoDB:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def stop(self) -> None:
+        """Release a held answer, then stop serving."""
+        self.stall.set()
+        self.server.shutdown()
+        self.server.server_close()
+
     def reset(self) -> None:
         with self.lock:
             self.items, self.requests, self.faults, self.return_old_item = {}, [], [], True

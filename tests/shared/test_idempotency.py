@@ -66,9 +66,7 @@ class Effect:
 def dynamodb_server():
     fake = FakeDynamoDB()
     yield fake
-    fake.stall.set()
-    fake.server.shutdown()
-    fake.server.server_close()
+    fake.stop()
 
 
 # --- fixtures --------------------------------------------------------------------------------------
