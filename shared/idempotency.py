@@ -64,6 +64,16 @@ DEFAULT_SQLITE_PATH = os.path.join(".local", "idempotency.sqlite3")  # relative 
 DEFAULT_TIMEOUT_SECONDS = 3.0  # one store call; two per notification stay well inside Cloudinary's 20 s
 DEFAULT_IN_PROGRESS_SECONDS = 60  # > the function's timeout (15 s deployed): an older claim is a dead instance's
 DEFAULT_MAX_ATTEMPTS = 2  # DynamoDB: one retry (botocore backs off before it)
+# The DynamoDB operations the store calls (_DynamoStore), and DescribeEndpoints, which botocore's endpoint
+# discovery would call: all the trimmed service model in DYNAMODB_DATA_PATH holds.
+DYNAMODB_OPERATIONS = ("PutItem", "GetItem", "UpdateItem", "DeleteItem", "DescribeEndpoints")
+# The services whose endpoint data its trimmed endpoints.json keeps: DynamoDB, and those botocore's credential
+# providers create clients for from the same session (a role to assume, an SSO profile).
+DYNAMODB_ENDPOINT_SERVICES = ("dynamodb", "sts", "sso", "sso-oidc")
+# botocore data trimmed to what the store uses, found before botocore's own (written from it by
+# ``python -m devtools.botocore_data``; a test fails when botocore's differs): the client's creation took 34 ms and
+# ~10 MiB more with botocore's whole DynamoDB model and endpoints.json. Missing, botocore's own data is used.
+DYNAMODB_DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "botocore_data")
 MARGIN_SECONDS = 60 * 60  # kept this long past the last moment a replay could still pass the signature check
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
@@ -549,7 +559,7 @@ class _DynamoStore:
         start here."""
         from shared import aws
 
-        return aws.client("dynamodb", region=self.region, endpoint=self.endpoint,
+        return aws.client("dynamodb", region=self.region, endpoint=self.endpoint, data_path=DYNAMODB_DATA_PATH,
                           connect_timeout=min(self.timeout, 2.0), read_timeout=self.timeout,
                           retries={"mode": "standard", "total_max_attempts": self.attempts})
 

@@ -30,7 +30,7 @@ OPERATIONS = ("CreateCollection", "DeleteFaces", "DetectFaces", "IndexFaces", "L
 # credential providers create clients for from this session (a role to assume, an SSO profile).
 ENDPOINT_SERVICES = (SERVICE, "sts", "sso", "sso-oidc")
 # botocore data trimmed to what this function uses, found before botocore's own (written from it by
-# ``python -m functions.face_tagging trim-botocore-data``; a test fails when botocore's differs). Parsed, the
+# ``python -m devtools.botocore_data``; a test fails when botocore's differs). Parsed, the
 # whole Rekognition model and endpoints.json made the client's creation ~11 MiB of a cold start; now ~1 MiB.
 # Missing (an install without the data files), botocore's own data is used: slower and larger, same calls.
 DATA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "botocore_data")

@@ -1,6 +1,6 @@
 """What keeps face_tagging's accepted path small (issue 16; measured by ``python -m bench.accepted face_tagging``),
 asserted by structure, never by a memory figure: the photo's pixels are decoded once, as small as the faces
-allow, and a crop loads no image format but JPEG. (The trimmed botocore data: test_face_tagging_botocore_data.py.)
+allow, and a crop loads no image format but JPEG. (The trimmed botocore data: tests/shared/test_botocore_data.py.)
 """
 
 from __future__ import annotations
