@@ -24,7 +24,9 @@ import pytest
 from shared import verify
 from tests import pg
 from tests.fakes.cloudinary import FakeCloudinary
+from tests.fakes.dynamodb import FakeDynamoDB
 from tests.fakes.rekognition import FakeRekognition
+from tests.fakes.sendgrid import FakeSendGrid
 from tests.helpers import API_KEY, CLOUD_NAME, ROOT, SECRET
 from tests.platform.aws_lambda import harness
 from tests.platform.aws_lambda.cdn import LocalCDN, self_signed_certificate
@@ -241,6 +243,41 @@ def test_function_answers_each_sample_through_awslambdaric(name, request, start_
             "action": "add_tags", "public_id": "events/offsite-2024/team-dinner", "tags": [f"face:{JOSE}"]}
         assert cdn_server.paths and all(path.startswith(f"/{CLOUD_NAME}/image/upload/s--")
                                         for path in cdn_server.paths)
+
+
+def test_eager_email_sends_once_through_the_dynamodb_store_with_the_runtime_s_botocore(start_runtime, cloudinary):
+    """The idempotency store template.yaml gives Lambda deployments (its DynamoDB table), for real: the bundle's
+    trimmed DynamoDB model (shared/botocore_data) read by the runtime's own botocore, on the wire to a DynamoDB
+    stand-in, and Cloudinary's retry of the same notification sending nothing twice."""
+    sendgrid, dynamodb = FakeSendGrid(), FakeDynamoDB("webhooks-idempotency")
+    sendgrid_url = sendgrid.start()
+    try:
+        runtime = start_runtime(
+            "eager_email", secrets={"CLOUDINARY_URL": cloudinary_url(cloudinary), "SENDGRID_API_KEY": SENDGRID_KEY},
+            parameters={"DryRun": "0", "IdempotencyTable": dynamodb.table},
+            extra_env={"SENDGRID_API_HOST": sendgrid_url, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.url})
+        assert runtime.environment["IDEMPOTENCY_TABLE"] == dynamodb.table  # template.yaml gives it
+        eager = samples("eager_email")["eager"]
+
+        first_status, first, _, first_id = answer(runtime, signed_event(eager))
+        retry_status, retry, _, retry_id = answer(runtime, signed_event(eager, base64_body=True))
+        lines = check_logs(runtime, [first_id, retry_id])
+    finally:
+        sendgrid.stop()
+        dynamodb.stop()
+
+    assert (first_status, first["status"]) == (200, "done"), first
+    assert (retry_status, retry["status"]) == (200, "done"), retry
+    assert len(sendgrid.accepted) == 1  # the retry sent nothing
+    assert sendgrid.accepted[0].recipients == ("ops@example.com", "team@example.com")
+    # Claimed, completed; then the retry's claim finds the completed record and stops there.
+    assert dynamodb.operations() == ["PutItem", "UpdateItem", "PutItem"]
+    claim = dynamodb.requests[0][1]
+    assert claim["TableName"] == "webhooks-idempotency"
+    assert claim["ConditionExpression"] == "attribute_not_exists(#key) OR #expires_at < :now"
+    assert claim["Item"]["status"] == {"S": "in_progress"} and claim["Item"]["function"] == {"S": "eager_email"}
+    assert dynamodb.items[claim["Item"]["key"]["S"]]["status"] == {"S": "completed"}
+    assert (lines[first_id].get("idempotency"), lines[retry_id].get("idempotency")) == ("done", "repeat")
 
 
 @pytest.mark.postgres
