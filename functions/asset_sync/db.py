@@ -25,7 +25,8 @@ every transaction that writes them first takes the *folder fence* (a transaction
 by the transactions that write assets, alone by those that change folders (``transaction(fence=...)``; the
 reading and bookkeeping ones take none). A rename then waits for the writes in flight to commit and finds
 their rows; a write that starts meanwhile waits for the rename and sees it. Both take the fence before any
-row lock, so it adds no deadlock. (SQLite runs one writer at a time already.)
+row lock, so it adds no deadlock. A migration with DDL to run takes it alone too, after the migration lock,
+so its table locks never meet writers' row locks halfway. (SQLite runs one writer at a time already.)
 
 Connections are opened at first use (never at import), kept per thread for the next request of a warm
 serverless instance, and dropped on any error. The schema is migrated on first use of a database URL.
@@ -430,14 +431,21 @@ class Store:
 
     def _migrate(self) -> list[int]:
         applied: list[int] = []
-        self._begin()  # its own transaction, before the caller's, without the folder fence
+        self._begin()  # its own transaction, before the caller's; behind the folder fence only to migrate
         try:
             if self.dialect == "postgresql":
                 self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_LOCK,))
             self.execute("CREATE TABLE IF NOT EXISTS cloudinary_sync_schema "
                          "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
             current = self.execute("SELECT MAX(version) AS v FROM cloudinary_sync_schema").fetchone()["v"] or 0
-            for version in sorted(v for v in schema.MIGRATIONS if v > current):
+            pending = sorted(v for v in schema.MIGRATIONS if v > current)
+            if pending and self.dialect == "postgresql":
+                # Behind the folder fence alone, only when there is DDL to run (a cold start with the schema
+                # current does not wait for writers): the writes in flight commit first, new ones wait for the new
+                # schema. Otherwise a DDL statement's table lock and a writer's row locks could deadlock (a 503).
+                # The migration lock is taken first, and writers never take it: no wait cycle.
+                self.execute("SELECT pg_advisory_xact_lock(?)", (_FOLDER_FENCE,))
+            for version in pending:
                 for statement in schema.MIGRATIONS[version][self.dialect]:
                     self.execute(statement)
                 self.execute("INSERT INTO cloudinary_sync_schema (version, applied_at) VALUES (?, ?)",

@@ -436,6 +436,90 @@ def test_a_rename_committed_between_a_moves_write_and_its_commit_still_applies_t
     assert asset(database)["asset_folder"] == "shop/collections/heritage"
 
 
+def test_a_migration_waits_behind_the_folder_fence_for_the_writes_in_flight(database, monkeypatch):
+    """A deploy that brings a migration runs it while other instances write. Its DDL must not start while a
+    write is half done (the ALTER's table lock and the writer's row locks could deadlock, a 503 on either
+    side): with DDL to run, the migration takes the folder fence alone first, so it waits for the writes in
+    flight, on the fence and not on a table, and runs once they commit. With the schema current it takes no
+    fence (a cold start never waits for writers)."""
+    import threading
+
+    probe = "ALTER TABLE cloudinary_assets ADD COLUMN migration_probe TEXT"
+    assert send("upload").status == 200  # migrated to schema.LATEST
+    monkeypatch.setitem(db.schema.MIGRATIONS, db.schema.LATEST + 1, {"sqlite": [probe], "postgresql": [probe]})
+    if db.store(database).dialect != "postgresql":  # SQLite: one writer at a time; the migration simply applies
+        assert _migrate_once(database) == [db.schema.LATEST + 1]
+        assert send("move").status == 200 and _has_probe_column(database)
+        return
+
+    written, resume = threading.Event(), threading.Event()
+    mover_thread: list[threading.Thread] = []
+    commit = db.Store._commit
+
+    def paused_commit(store: db.Store) -> None:
+        if mover_thread and threading.current_thread() is mover_thread[0]:
+            written.set()  # the move's asset row is written and locked, its transaction still open
+            assert resume.wait(timeout=10)
+        commit(store)
+
+    monkeypatch.setattr(db.Store, "_commit", paused_commit)
+    answers: dict[str, Any] = {}
+    mover = threading.Thread(target=lambda: answers.update(move=send("move")))
+    migrator = threading.Thread(target=lambda: answers.update(migrated=_migrate_once(database)))
+    mover_thread.append(mover)
+    mover.start()
+    try:
+        assert written.wait(timeout=10), "the move never reached its commit"
+        migrator.start()
+        _wait_for_lock_waits(database, 1, migrator)
+        with pg.admin(database) as watcher:
+            waiting = watcher.execute("SELECT locktype, classid::bigint * 4294967296 + objid::bigint FROM pg_locks "
+                                      "WHERE NOT granted").fetchall()
+    finally:
+        resume.set()
+        mover.join(timeout=10)
+        if migrator.ident is not None:
+            migrator.join(timeout=10)
+    # Without the fence the ALTER TABLE itself waited, on the asset table: ('relation', ...).
+    assert waiting == [("advisory", db._FOLDER_FENCE)]
+    assert answers["move"].status == 200 and answers["migrated"] == [db.schema.LATEST + 1]
+    assert asset(database)["asset_folder"] == "shop/heritage" and _has_probe_column(database)
+
+
+def _migrate_once(database: str) -> list[int]:
+    """A migration as another instance's cold start runs it: a store of its own, closed after."""
+    store = db.Store(database)
+    try:
+        return store.migrate()
+    finally:
+        store.close()
+
+
+def _has_probe_column(database: str) -> bool:
+    store = db.Store(database)
+    try:
+        with store.transaction(migrate=False) as reading:
+            columns = reading.execute("SELECT * FROM cloudinary_assets LIMIT 0").description
+        return "migration_probe" in [column[0] for column in columns]
+    finally:
+        store.close()
+
+
+def test_a_migration_with_nothing_to_apply_takes_no_fence(database):
+    """A cold start with the schema current reads the version and ends: it never waits for a rename in flight
+    (here another session holding the fence alone)."""
+    assert send("upload").status == 200
+    if db.store(database).dialect != "postgresql":
+        assert _migrate_once(database) == []  # SQLite has no fence
+        return
+    holder = _holding_the_fence_alone(database)
+    try:
+        assert _migrate_once(database) == []
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_delete_then_a_late_tag_change_keeps_the_asset_deleted(database):
     for name in ("upload", "delete", "resource_tags_changed"):
         assert send(name).status == 200
