@@ -45,7 +45,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -364,21 +364,13 @@ def _chat_payload(stands: Stands, run: int) -> dict[str, Any]:
 def scenarios() -> list[Scenario]:
     bg_payload, bg_setup, bg_done = _moderation("bg_removal_approval: approved image published")
     video_payload, video_setup, video_done = _moderation("video_moderation: approved video made public")
-    return [
+    local = [
         Scenario(
             key="eager_email", function="eager_email", label="email sent", goal_ms=65,
             payload=_eager_payload, setup=lambda stands, payload: None,
             saw_write=lambda stands, payload: len(stands.sendgrid.accepted) == 1,
             env=_eager_env,
             cwd="eager_email", calls="SendGrid mail/send 1; idempotency store (SQLite in the working folder) 2",
-        ),
-        Scenario(
-            key="eager_email:dynamodb", function="eager_email", label="email sent, idempotency in DynamoDB (Lambda)",
-            goal_ms=65, payload=_eager_payload, setup=lambda stands, payload: None,
-            saw_write=lambda stands, payload: len(stands.sendgrid.accepted) == 1
-            and stands.dynamodb.operations() == ["PutItem", "UpdateItem"],
-            env=lambda stands: {**_eager_env(stands), **_lambda_store(stands)},
-            calls="SendGrid mail/send 1; idempotency store: DynamoDB PutItem 1, UpdateItem 1 (through botocore)",
         ),
         Scenario(
             key="hello_tag", function="hello_tag", label="tag added",
@@ -433,6 +425,25 @@ def scenarios() -> list[Scenario]:
         _asset_sync("sqlite"),
         _asset_sync("postgresql"),
     ]
+    # Each function with an idempotency store also as a Lambda deployed with template.yaml runs it: on its DynamoDB
+    # table (the SQLite file in its working folder is the local store).
+    return [variant for scenario in local
+            for variant in ([scenario, _on_dynamodb(scenario)] if scenario.cwd else [scenario])]
+
+
+def _on_dynamodb(scenario: Scenario) -> Scenario:
+    """The scenario with Lambda's idempotency store: claimed and completed in DynamoDB, through botocore."""
+    local_store = scenario.calls.rpartition("; ")[2]
+    assert local_store.startswith("idempotency store (SQLite"), scenario.calls
+
+    def saw_write(stands: Stands, payload: dict[str, Any]) -> bool:
+        return scenario.saw_write(stands, payload) and stands.dynamodb.operations() == ["PutItem", "UpdateItem"]
+
+    return replace(
+        scenario, key=f"{scenario.key}:dynamodb", label=f"{scenario.label}, idempotency in DynamoDB (Lambda)",
+        saw_write=saw_write, env=lambda stands: {**scenario.env(stands), **_lambda_store(stands)}, cwd="",
+        calls=scenario.calls.replace(local_store, "idempotency store: DynamoDB PutItem 1, UpdateItem 1 "
+                                                  "(through botocore)"))
 
 
 # --- one run ---------------------------------------------------------------------------------------------
