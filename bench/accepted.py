@@ -805,6 +805,17 @@ def report(results: dict[str, Any]) -> str:
               "(measured, 2026-11-30: 15 runs each, medians 34 against 39 ms) would save ~5 ms, not the ~25-40 the "
               "goal needs: it is out of reach while both libraries are kept.",
               "",
+              "The `:dynamodb` rows are the functions with an idempotency store as a Lambda deployed with "
+              "template.yaml runs them: the store is its DynamoDB table, reached through botocore (shared/aws.py: "
+              "without boto3, built for good). botocore's import is most of the difference from the local SQLite "
+              "store (`botocore.session` ~95 ms under -X importtime with eager_email, once, 2026-11-30: urllib3 "
+              "~29 of it, which the functions using the Cloudinary SDK have loaded already, hence their smaller "
+              "difference). The client is built from DynamoDB's model and endpoint data trimmed to the store's "
+              "calls (shared/botocore_data, devtools/botocore_data.py): its creation 34 -> 13 ms and the process's "
+              "peak 43 -> 33 MiB (9 fresh processes each, 2026-11-30); eager_email:dynamodb 169 -> 147 ms in two "
+              "paired runs of this section with and without the data. A store answering at once, as the stand-in "
+              "does, is a lower bound: DynamoDB's own round trips come on top.",
+              "",
               "asset_sync on PostgreSQL connects through psycopg2 (shared/postgres.py): its import is ~18 ms where "
               "psycopg 3's was 60-110 ms on this machine (asyncio, importlib.metadata, ctypes.util); the first "
               "notification also opens the connection (~10-14 ms here, SCRAM authentication)."]
