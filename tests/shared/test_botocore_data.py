@@ -14,6 +14,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import botocore.session
@@ -210,6 +213,23 @@ def test_the_lambda_bundle_carries_the_data(case, tmp_path):
     assert {str(path.relative_to(copied)) for path in copied.rglob("*.json")} == set(
         botocore_data.shipped(case.trimming))
     assert not (tmp_path / "functions" / case.bundled_by / "__main__.py").exists()  # generators are tooling
+
+
+def test_an_installed_package_carries_the_data(tmp_path):
+    """pip's non-editable install builds the packages with setuptools' build_py, which copies only the data
+    files pyproject.toml lists: a folder missing there would leave installs on botocore's whole data."""
+    for name in ("pyproject.toml", "README.md", "shared", "functions", "devtools"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, tmp_path / name)
+    subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py", "--build-lib",
+                    "built"], cwd=tmp_path, check=True, capture_output=True)
+    for trimming in TRIMMINGS.values():
+        built = tmp_path / "built" / trimming.folder.relative_to(ROOT)
+        assert {str(path.relative_to(built)) for path in built.rglob("*.json")} == set(
+            botocore_data.shipped(trimming)), trimming.name
 
 
 def test_check_command_says_whether_the_data_matches(capsys):
