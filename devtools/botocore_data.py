@@ -16,7 +16,8 @@ data cut to what one client uses, found before botocore's own by ``shared.aws.cl
   write docstrings). The service's other files (its endpoint rule set, examples) still come from botocore.
 - ``endpoints.json``: botocore's endpoint data with every partition as it is, but only the services that
   session can create clients for: the client's own, and STS/SSO, which botocore's credential providers create
-  from the same session when credentials come from a role or an SSO profile.
+  from the same session when credentials come from a role or an SSO profile (each under its model's endpoint
+  prefix: ``portal.sso`` for SSO, ``oidc`` for SSO OIDC).
 
 Measured (fresh processes, 9 each): DynamoDB's client creation 34 -> 13 ms and the process's peak 43 -> 33 MiB;
 Rekognition's ~11 MiB -> ~1 MiB. Derived data, never edited by hand: tests/shared/test_botocore_data.py fails
@@ -119,13 +120,24 @@ def trimmed_service_model(trimming: Trimming, loader: Any) -> tuple[str, dict[st
     return api_version, trimmed
 
 
+def endpoint_prefixes(trimming: Trimming, loader: Any) -> set[str]:
+    """The keys of the trimming's endpoint services in endpoints.json: each model's ``endpointPrefix``, which is
+    not always the service's name (SSO's is ``portal.sso``, SSO OIDC's ``oidc``)."""
+    prefixes = set()
+    for service in trimming.endpoint_services:
+        version = loader.determine_latest_version(service, "service-2")
+        prefixes.add(loader.load_data(f"{service}/{version}/service-2")["metadata"]["endpointPrefix"])
+    return prefixes
+
+
 def trimmed_endpoints(trimming: Trimming, loader: Any) -> dict[str, Any]:
     """botocore's endpoints.json with only the trimming's endpoint services in each partition."""
     endpoints = loader.load_data("endpoints")
+    kept = endpoint_prefixes(trimming, loader)
     trimmed = dict(endpoints)
     trimmed["partitions"] = [
-        {key: ({name: data for name, data in value.items() if name in trimming.endpoint_services}
-               if key == "services" else value) for key, value in partition.items()}
+        {key: ({name: data for name, data in value.items() if name in kept} if key == "services" else value)
+         for key, value in partition.items()}
         for partition in endpoints["partitions"]]
     return trimmed
 
