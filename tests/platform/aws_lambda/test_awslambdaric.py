@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from shared import verify
+from shared import idempotency, verify
 from tests import pg
 from tests.fakes.cloudinary import FakeCloudinary
 from tests.fakes.dynamodb import FakeDynamoDB
@@ -245,10 +245,23 @@ def test_function_answers_each_sample_through_awslambdaric(name, request, start_
                                         for path in cdn_server.paths)
 
 
-def test_eager_email_sends_once_through_the_dynamodb_store_with_the_runtime_s_botocore(start_runtime, cloudinary):
+def test_eager_email_sends_once_through_the_dynamodb_store_with_the_runtime_s_botocore(start_runtime, cloudinary,
+                                                                                       lambda_py, task_roots):
     """The idempotency store template.yaml gives Lambda deployments (its DynamoDB table), for real: the bundle's
     trimmed DynamoDB model (shared/botocore_data) read by the runtime's own botocore, on the wire to a DynamoDB
     stand-in, and Cloudinary's retry of the same notification sending nothing twice."""
+    # The client the store builds in the runtime's Python from the bundle: the trimmed model, and AWS's own
+    # regional endpoint when none is set (the stand-in's address below skips endpoint resolution).
+    probe = subprocess.run(
+        [str(lambda_py.executable), "-I", "-c", "import json, sys; sys.path.insert(0, '.'); "
+         "from shared import idempotency; client = idempotency._DynamoStore('t', 'eu-west-1', None, 3.0, 2)._create(); "
+         "print(json.dumps([sorted(client.meta.service_model.operation_names), client.meta.endpoint_url]))"],
+        cwd=task_roots["eager_email"], capture_output=True, text=True, timeout=60, check=True,
+        env={"AWS_ACCESS_KEY_ID": "platform-test-key-id", "AWS_SECRET_ACCESS_KEY": "platform-test-secret-access-key",
+             "HOME": "/nonexistent"})
+    assert json.loads(probe.stdout) == [sorted(idempotency.DYNAMODB_OPERATIONS),
+                                        "https://dynamodb.eu-west-1.amazonaws.com"]
+
     sendgrid, dynamodb = FakeSendGrid(), FakeDynamoDB("webhooks-idempotency")
     sendgrid_url = sendgrid.start()
     try:
