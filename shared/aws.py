@@ -3,9 +3,11 @@ created without importing boto3, whose resource layer and s3transfer a client ne
 ~17 MiB of a cold start), and built for good (``coldstart.lasting``: botocore's ~40,000 objects live as long as
 the process).
 
-Their data loader lists the services it knows by folder name. botocore's own also looks into every service folder
-for the type of file asked, ~3,000 stat calls, only for ``create_client`` to check that the service is among them:
-a third of a client's creation (DynamoDB's: 68 -> 44 ms here, 9 fresh processes each).
+A caller may give a folder of botocore data trimmed to its client (``data_path``: face_tagging's Rekognition data,
+the idempotency store's DynamoDB data; devtools/botocore_data.py writes them). The clients' data loader lists the
+services it knows by folder name. botocore's own also looks into every service folder for the type of file asked,
+~3,000 stat calls, only for ``create_client`` to check that the service is among them: a third of a client's
+creation (DynamoDB's: 68 -> 44 ms here, 9 fresh processes each).
 
 botocore is imported here at first use only: a request that never reaches AWS never loads it.
 """

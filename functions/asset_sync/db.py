@@ -26,7 +26,9 @@ by the transactions that write assets, alone by those that change folders (``tra
 reading and bookkeeping ones take none). A rename then waits for the writes in flight to commit and finds
 their rows; a write that starts meanwhile waits for the rename and sees it. Both take the fence before any
 row lock, so it adds no deadlock. A migration with DDL to run takes it alone too, after the migration lock,
-so its table locks never meet writers' row locks halfway. (SQLite runs one writer at a time already.)
+so its table locks never meet a fenced write's row locks halfway (reconcile's bookkeeping takes no fence: a
+migration of its tables could still meet it, a deadlock PostgreSQL ends with a retryable 503). (SQLite runs
+one writer at a time already.)
 
 Connections are opened at first use (never at import), kept per thread for the next request of a warm
 serverless instance, and dropped on any error. The schema is migrated on first use of a database URL.
@@ -443,7 +445,8 @@ class Store:
                 # Behind the folder fence alone, only when there is DDL to run (a cold start with the schema
                 # current does not wait for writers): the writes in flight commit first, new ones wait for the new
                 # schema. Otherwise a DDL statement's table lock and a writer's row locks could deadlock (a 503).
-                # The migration lock is taken first, and writers never take it: no wait cycle.
+                # The migration lock is only ever taken in a transaction of its own, committed before any fenced
+                # one begins: nobody waits for it while holding the fence, so no wait cycle.
                 self.execute("SELECT pg_advisory_xact_lock(?)", (_FOLDER_FENCE,))
             for version in pending:
                 for statement in schema.MIGRATIONS[version][self.dialect]:

@@ -474,7 +474,9 @@ def test_a_migration_waits_behind_the_folder_fence_for_the_writes_in_flight(data
         _wait_for_lock_waits(database, 1, migrator)
         with pg.admin(database) as watcher:
             waiting = watcher.execute("SELECT locktype, classid::bigint * 4294967296 + objid::bigint FROM pg_locks "
-                                      "WHERE NOT granted").fetchall()
+                                      "WHERE NOT granted AND (database IS NULL OR database = "
+                                      "(SELECT oid FROM pg_database WHERE datname = current_database()))"
+                                      ).fetchall()
     finally:
         resume.set()
         mover.join(timeout=10)
