@@ -192,6 +192,21 @@ def test_endpoints_resolve_as_with_botocore_s_own_data(case, region, options):
     assert ours == theirs
 
 
+def test_account_id_endpoints_resolve_as_with_botocore_s_own_data(case, monkeypatch):
+    """Credentials that carry an account ID (here from the environment) give DynamoDB account-based endpoints:
+    the rule set comes from botocore either way, the same answer with the trimmed data."""
+    monkeypatch.setenv("AWS_ACCOUNT_ID", "123456789012")
+    trimmed = case.create("us-east-1")
+    stock = botocore.session.Session().create_client(case.trimming.service, region_name="us-east-1")
+    ours = trimmed._resolve_endpoint_ruleset(trimmed.meta.service_model.operation_model(case.operation),
+                                             case.request, {})
+    theirs = stock._resolve_endpoint_ruleset(stock.meta.service_model.operation_model(case.operation),
+                                             case.request, {})
+    assert ours == theirs
+    if case.trimming.service == "dynamodb":
+        assert "123456789012" in ours[0]  # the account's own endpoint, not the regional one
+
+
 def test_the_session_can_still_create_the_clients_credential_providers_use(case):
     """A role to assume or an SSO profile makes botocore create an STS or SSO client from the same session (and
     so the same loader): those services must stay known, with their own data."""
