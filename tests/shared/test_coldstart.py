@@ -50,6 +50,26 @@ def test_an_error_inside_still_resumes_the_collector(frozen):
     assert gc.isenabled()
 
 
+def test_a_block_that_raised_freezes_nothing(frozen):
+    """What a failed build leaves is garbage, and the next request builds it again: frozen each time, a client
+    that can never be built (a misconfigured endpoint) grew the process at every request."""
+    gc.enable()
+    for _ in range(3):
+        with pytest.raises(ValueError), coldstart.lasting():
+            raise ValueError("an endpoint botocore refuses")
+    assert gc.isenabled() and frozen == []
+    with coldstart.lasting():
+        pass
+    assert frozen == [False]  # the next block that succeeds freezes again
+
+
+def test_a_nested_block_that_raised_spoils_the_freeze_of_the_outer_one(frozen):
+    gc.enable()
+    with coldstart.lasting(), pytest.raises(ImportError), coldstart.lasting():
+        raise ImportError("an SDK that failed to import")
+    assert gc.isenabled() and frozen == []
+
+
 def test_concurrent_blocks_in_two_threads_resume_when_both_ended(frozen):
     gc.enable()
     inside, release = threading.Event(), threading.Event()
@@ -180,3 +200,31 @@ def test_a_functions_module_is_built_for_good_once_its_first_request_starts():
                                                                 "CLOUDINARY_NOTIFICATION_SECRETS": "a-secret"})
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == [401, True, False]
+
+
+def test_a_client_that_cannot_be_built_freezes_nothing_request_after_request():
+    """In a fresh process, as a misconfigured deployment runs: botocore refuses the endpoint (no scheme) at every
+    request. Each failed build froze ~29,000 objects (~10 MiB) before; now the frozen count stays put."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("import gc, json\n"
+            "from shared import aws\n"
+            "counts = []\n"
+            "for _ in range(3):\n"
+            "    try:\n"
+            "        aws.client('dynamodb', region='us-east-1', endpoint='localhost:8000')\n"
+            "    except ValueError:\n"
+            "        counts.append(gc.get_freeze_count())\n"
+            "print(json.dumps(counts))\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               check=False, cwd=str(ROOT),
+                               env={"PATH": os.environ.get("PATH", ""), "AWS_ACCESS_KEY_ID": "testing",
+                                    "AWS_SECRET_ACCESS_KEY": "testing", "HOME": "/nonexistent"})
+    assert completed.returncode == 0, completed.stderr
+    counts = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert len(counts) == 3 and counts[0] == counts[1] == counts[2], counts
