@@ -103,25 +103,34 @@ def _imported(name: str) -> ModuleType:
     """``import name``, its objects built for good when this is the cold start's import. Always through the import
     system, never straight from sys.modules: a module another thread is still importing is there already, half
     built, and only the import system waits for it to be finished."""
-    if name not in sys.modules:
-        _processor_known_without_a_subprocess()
-    with coldstart.first_import(name):  # a cold start: the SDK's ~20,000 objects are built once, for good
-        return importlib.import_module(name)
+    with _processor_known_without_a_subprocess(name), coldstart.first_import(name):  # a cold start: the SDK's
+        return importlib.import_module(name)                                        # ~20,000 objects, for good
 
 
-def _processor_known_without_a_subprocess() -> None:
+@contextmanager
+def _processor_known_without_a_subprocess(name: str) -> Iterator[None]:
     """The SDK builds its User-Agent at import with ``platform.platform()``, whose processor field Python gets on
     Linux by running ``uname -p`` in a subprocess: a fork and an exec, ~7 ms of every cold start here. Linux's
     ``uname -p`` answers "unknown" (Debian, Ubuntu) or the machine (Amazon Linux, Fedora), and ``platform()``
-    leaves either out of its string; so the field is set to "" first, as Python stores it (``uname()``'s cached
-    property), and the User-Agent comes out the same without the process. Elsewhere (macOS says "arm" where the
-    machine is "arm64") it is left to Python; so it is if a Python stores the field differently."""
-    if not sys.platform.startswith("linux"):
-        return
-    import platform
+    leaves either out of its string; so while the SDK is first imported the field is "" (set as Python stores
+    it, ``uname()``'s cached property), and the User-Agent comes out the same without the process. After it,
+    the field is Python's own again: whoever asks later (``platform.processor()``) gets the real answer. Elsewhere
+    (macOS says "arm" where the machine is "arm64") it is left to Python; so it is if a Python stores the field
+    differently, or if the SDK is loaded already."""
+    fields = None
+    if sys.platform.startswith("linux") and name not in sys.modules:
+        import platform
 
-    with suppress(TypeError, AttributeError):  # no instance dict: the field is Python's to find
-        vars(platform.uname()).setdefault("processor", "")
+        with suppress(TypeError, AttributeError):  # no instance dict: the field is Python's to find
+            fields = vars(platform.uname())
+    preset = fields is not None and "processor" not in fields
+    if preset:
+        fields["processor"] = ""
+    try:
+        yield
+    finally:
+        if preset and fields.get("processor") == "":
+            del fields["processor"]  # Python's own answer again, found when someone asks
 
 
 def _no_read_retries() -> None:

@@ -134,7 +134,8 @@ def test_the_upload_and_admin_api_modules_load_only_when_used():
 def test_the_sdk_sends_the_same_user_agent_without_running_uname_at_import():
     """pycloudinary puts ``platform.platform()`` in its User-Agent when imported, and Python finds that string's
     processor field on Linux by running ``uname -p`` (~7 ms of a cold start). Through ``cloudinary_api.sdk()`` no
-    process is started, and the User-Agent Cloudinary receives is the one a plain ``import cloudinary`` makes."""
+    process is started, and the User-Agent Cloudinary receives is the one a plain ``import cloudinary`` makes;
+    whoever asks for the processor afterwards gets Python's own answer."""
     import json
     import os
     import subprocess
@@ -146,15 +147,18 @@ def test_the_sdk_sends_the_same_user_agent_without_running_uname_at_import():
         assert completed.returncode == 0, completed.stderr
         return json.loads(completed.stdout)
 
-    report = ("print(json.dumps({'agent': cloudinary.get_user_agent(), "
-              "'subprocess': 'subprocess' in sys.modules}))")
+    report = ("import platform; print(json.dumps({'agent': cloudinary.get_user_agent(), "
+              "'subprocess': 'subprocess' in sys.modules, 'stored': 'processor' in vars(platform.uname()), "
+              "'processor': platform.processor()}))")
     ours = fresh("import json, sys; from shared import cloudinary_api; "
                  f"cloudinary = cloudinary_api.sdk().cloudinary; {report}")
     plain = fresh(f"import json, sys, cloudinary; {report}")
 
     assert ours["agent"] == plain["agent"]
+    assert ours["processor"] == plain["processor"]  # asked afterwards, Python's own answer (the preset is gone)
     if sys.platform.startswith("linux"):  # elsewhere Python's own way is kept (macOS: "arm" beside "arm64")
         assert ours["subprocess"] is False
+        assert ours["stored"] is False  # the "" set for the import is not left for others to read
         assert plain["subprocess"] is True  # what it costs otherwise: the import started `uname -p`
 
 
