@@ -26,18 +26,26 @@ if TYPE_CHECKING:
 def client(service: str, *, region: str | None, endpoint: str | None, data_path: str | None = None,
            **config: Any) -> Any:
     """A botocore client for ``service``; ``config``: botocore ``Config`` options. ``data_path``: a folder of
-    botocore data searched first (face_tagging's, trimmed from botocore's own: treated as botocore's own, so that
-    endpoint data from there is not taken as a custom endpoint)."""
+    botocore data trimmed from botocore's own (treated as botocore's own, so that endpoint data from there is not
+    taken as a custom endpoint), searched after the folders ``AWS_DATA_PATH`` or the config file's ``data_path``
+    name, as boto3's loader searches those first, and before botocore's own."""
     with coldstart.lasting():
         import botocore.session
         from botocore.config import Config
         from botocore.loaders import Loader
 
+        session = botocore.session.Session()
+        configured = session.get_config_variable("data_path")  # as botocore.loaders.create_loader reads it
+        searched = [os.path.expanduser(os.path.expandvars(path)) for path in configured.split(os.pathsep)] \
+            if configured else []
+        searched += [data_path] if data_path else []
+
         class ServiceListingLoader(Loader):
-            """botocore's data loader, searching ``data_path`` first, listing services by folder name."""
+            """botocore's data loader, searching the configured folders and ``data_path`` first, listing services
+            by folder name."""
 
             def __init__(self) -> None:
-                super().__init__(extra_search_paths=[data_path] if data_path else [])
+                super().__init__(extra_search_paths=searched)
 
             def list_available_services(self, type_name: str) -> list[str]:
                 return sorted({name for path in self.search_paths if os.path.isdir(path)
@@ -46,6 +54,5 @@ def client(service: str, *, region: str | None, endpoint: str | None, data_path:
             def is_builtin_path(self, path: str) -> bool:
                 return bool(data_path and path.startswith(data_path + os.sep)) or super().is_builtin_path(path)
 
-        session = botocore.session.Session()
         session.register_component("data_loader", ServiceListingLoader())
         return session.create_client(service, region_name=region, endpoint_url=endpoint, config=Config(**config))

@@ -221,6 +221,22 @@ def test_the_session_can_still_create_the_clients_credential_providers_use(case)
         assert client.meta.service_model.operation_names == stock.meta.service_model.operation_names
 
 
+def test_models_in_aws_data_path_come_first_as_with_boto3(case, monkeypatch, tmp_path):
+    """A user's own models (AWS_DATA_PATH, or data_path in ~/.aws/config) are searched before the trimmed data,
+    as boto3's loader searches them before botocore's own: here a model of the service holding one operation."""
+    version = botocore_data.builtin_loader().determine_latest_version(case.trimming.service, "service-2")
+    model = json.loads((case.trimming.folder / case.trimming.service / version / "service-2.json").read_text())
+    model["operations"] = {case.operation: model["operations"][case.operation]}
+    custom = tmp_path / "models"
+    (custom / case.trimming.service / version).mkdir(parents=True)
+    (custom / case.trimming.service / version / "service-2.json").write_text(json.dumps(model))
+    monkeypatch.setenv("AWS_DATA_PATH", f"{tmp_path / 'absent'}:{custom}")
+
+    client = case.create("eu-west-1")
+    assert client.meta.service_model.operation_names == [case.operation]
+    assert client._loader.search_paths[:3] == [str(tmp_path / "absent"), str(custom), str(case.trimming.folder)]
+
+
 def test_without_the_data_botocore_s_own_is_used(case, monkeypatch, tmp_path):
     module, variable = case.data_variable
     monkeypatch.setattr(module, variable, str(tmp_path / "absent"))
