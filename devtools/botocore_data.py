@@ -35,17 +35,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# The services botocore's own credential providers create clients for from the client's session (a role to
+# assume, an SSO profile): every trimmed endpoints.json keeps them beside the client's service.
+CREDENTIAL_SERVICES = ("sts", "sso", "sso-oidc")
+
 
 class Trimming:
     """One folder of trimmed data: the service, the operations kept, the services kept in endpoints.json."""
 
-    def __init__(self, name: str, folder: str, service: str, operations: tuple[str, ...],
-                 endpoint_services: tuple[str, ...]) -> None:
+    def __init__(self, name: str, folder: str, service: str, operations: tuple[str, ...]) -> None:
         self.name = name
         self.folder = Path(folder)
         self.service = service
         self.operations = operations
-        self.endpoint_services = endpoint_services
+        self.endpoint_services = (service, *CREDENTIAL_SERVICES)
 
 
 def trimmings() -> dict[str, Trimming]:
@@ -54,10 +57,8 @@ def trimmings() -> dict[str, Trimming]:
     from shared import idempotency
 
     return {trimming.name: trimming for trimming in (
-        Trimming("face_tagging", rekognition.DATA_PATH, rekognition.SERVICE, rekognition.OPERATIONS,
-                 rekognition.ENDPOINT_SERVICES),
-        Trimming("idempotency", idempotency.DYNAMODB_DATA_PATH, "dynamodb", idempotency.DYNAMODB_OPERATIONS,
-                 idempotency.DYNAMODB_ENDPOINT_SERVICES),
+        Trimming("face_tagging", rekognition.DATA_PATH, rekognition.SERVICE, rekognition.OPERATIONS),
+        Trimming("idempotency", idempotency.DYNAMODB_DATA_PATH, "dynamodb", idempotency.DYNAMODB_OPERATIONS),
     )}
 
 

@@ -67,10 +67,6 @@ DEFAULT_MAX_ATTEMPTS = 2  # DynamoDB: one retry (botocore backs off before it)
 # The DynamoDB operations the store calls (_DynamoStore), and DescribeEndpoints, which botocore's endpoint
 # discovery would call: all the trimmed service model in DYNAMODB_DATA_PATH holds.
 DYNAMODB_OPERATIONS = ("PutItem", "GetItem", "UpdateItem", "DeleteItem", "DescribeEndpoints")
-# The services whose endpoint data its trimmed endpoints.json keeps: DynamoDB, and those botocore's credential
-# providers create clients for from the same session (a role to assume, an SSO profile). Service names: the
-# generator keys endpoints.json by each model's endpoint prefix (SSO's is portal.sso, SSO OIDC's oidc).
-DYNAMODB_ENDPOINT_SERVICES = ("dynamodb", "sts", "sso", "sso-oidc")
 # botocore data trimmed to what the store uses, found before botocore's own (written from it by
 # ``python -m devtools.botocore_data``; a test fails when botocore's differs): the client's creation took 34 ms and
 # ~10 MiB more with botocore's whole DynamoDB model and endpoints.json. Missing, botocore's own data is used.

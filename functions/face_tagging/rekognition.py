@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 SERVICE = "rekognition"
 # The operations this function calls: all the trimmed service model holds (see DATA_PATH).
 OPERATIONS = ("CreateCollection", "DeleteFaces", "DetectFaces", "IndexFaces", "ListFaces", "SearchFacesByImage")
-# The services whose endpoint data the trimmed endpoints.json keeps: Rekognition, and those botocore's own
-# credential providers create clients for from this session (a role to assume, an SSO profile). Service names:
-# the generator keys endpoints.json by each model's endpoint prefix (SSO's is portal.sso, SSO OIDC's oidc).
-ENDPOINT_SERVICES = (SERVICE, "sts", "sso", "sso-oidc")
 # botocore data trimmed to what this function uses, found before botocore's own (written from it by
 # ``python -m devtools.botocore_data``; a test fails when botocore's differs). Parsed, the
 # whole Rekognition model and endpoints.json made the client's creation ~11 MiB of a cold start; now ~1 MiB.
