@@ -97,15 +97,23 @@ def answers_too_late(release, body: str = "{}", status: int = 200, content_type:
     return handler
 
 
+def in_a_fresh_process(code: str, env: dict[str, str] | None = None) -> Any:
+    """Run ``code`` in a fresh interpreter (a cold start: nothing imported yet) in the repository, with PATH and
+    ``env`` only; the JSON its last line of output prints."""
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               check=False, cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""), **(env or {})})
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def at_once_in_fresh_processes(setup: str, work: str, *, env: dict[str, str] | None = None, threads: int = 8,
                                processes: int = 3) -> list[list[str]]:
     """Run ``work`` (a Python expression) in ``threads`` threads started together, after ``setup`` (statements),
     in each of ``processes`` fresh interpreters (a cold start each, where imports race). For each process: the
     distinct results (``str`` of each value, or the name of the exception it raised), sorted."""
-    import json
-    import subprocess
-    import sys
-
     code = (f"import json, threading\n{setup}\nstart = threading.Barrier({threads}); results = []\n"
             "def run():\n"
             "    start.wait()\n"
@@ -116,11 +124,4 @@ def at_once_in_fresh_processes(setup: str, work: str, *, env: dict[str, str] | N
             f"workers = [threading.Thread(target=run) for _ in range({threads})]\n"
             "[worker.start() for worker in workers]; [worker.join() for worker in workers]\n"
             "print(json.dumps(sorted(set(results))))")
-    found = []
-    for _ in range(processes):
-        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                                   check=False, cwd=str(ROOT),
-                                   env={"PATH": os.environ.get("PATH", ""), **(env or {})})
-        assert completed.returncode == 0, completed.stderr
-        found.append(json.loads(completed.stdout))
-    return found
+    return [in_a_fresh_process(code, env) for _ in range(processes)]

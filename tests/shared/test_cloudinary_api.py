@@ -12,7 +12,7 @@ from shared import budget, cloudinary_api
 from shared.assets import AssetRef
 from shared.errors import DependencyUnavailable
 from tests.fakes.cloudinary import Fault
-from tests.helpers import ROOT, at_once_in_fresh_processes
+from tests.helpers import at_once_in_fresh_processes, in_a_fresh_process
 
 CHAIR = AssetRef("shop/chair")
 LAMP = AssetRef("shop/lamp", "image", "authenticated")
@@ -113,22 +113,14 @@ def test_the_sdk_internal_we_configure_is_where_we_expect_it(cloudinary):
 def test_the_upload_and_admin_api_modules_load_only_when_used():
     """Building a URL needs neither API module; writing needs the Upload API's only (a cold start of
     chat_alerts, hello_tag or face_tagging never pays for the Admin API's)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     code = ("import json, sys; from shared import cloudinary_api; sdk = cloudinary_api.sdk(); "
             "sdk.cloudinary.utils.cloudinary_url('sample', secure=True); "
             "loaded = lambda: [n for n in ('cloudinary.uploader', 'cloudinary.api') if n in sys.modules]; "
             "steps = [loaded()]; sdk.uploader; steps.append(loaded()); sdk.api; steps.append(loaded()); "
             "from cloudinary.api_client import call_api; "
             "steps.append(call_api._http.connection_pool_kw['retries'].read); print(json.dumps(steps))")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
-                               cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""),
-                                                   "CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout) == [[], ["cloudinary.uploader"], ["cloudinary.uploader", "cloudinary.api"], 0]
+    assert in_a_fresh_process(code, {"CLOUDINARY_URL": "cloudinary://1234:secret@demo"}) == [
+        [], ["cloudinary.uploader"], ["cloudinary.uploader", "cloudinary.api"], 0]
 
 
 def test_the_sdk_sends_the_same_user_agent_without_running_uname_at_import():
@@ -136,16 +128,8 @@ def test_the_sdk_sends_the_same_user_agent_without_running_uname_at_import():
     processor field on Linux by running ``uname -p`` (~7 ms of a cold start). Through ``cloudinary_api.sdk()`` no
     process is started, and the User-Agent Cloudinary receives is the one a plain ``import cloudinary`` makes;
     whoever asks for the processor afterwards gets Python's own answer."""
-    import json
-    import os
-    import subprocess
-
     def fresh(code: str) -> dict:
-        completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                                   check=False, cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""),
-                                                                    "CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
-        assert completed.returncode == 0, completed.stderr
-        return json.loads(completed.stdout)
+        return in_a_fresh_process(code, {"CLOUDINARY_URL": "cloudinary://1234:secret@demo"})
 
     report = ("import platform; print(json.dumps({'agent': cloudinary.get_user_agent(), "
               "'subprocess': 'subprocess' in sys.modules, 'stored': 'processor' in vars(platform.uname()), "

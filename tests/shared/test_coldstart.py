@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from shared import coldstart
+from tests.helpers import in_a_fresh_process
 
 
 @pytest.fixture
@@ -150,22 +151,11 @@ FIRST_USES = {
 
 @pytest.mark.parametrize("use", list(FIRST_USES))
 def test_an_sdk_loaded_at_its_first_use_is_built_for_good(use):
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
     code = FIRST_USES[use] + ("import gc, json\n"
                               "print(json.dumps({'frozen': gc.get_freeze_count() > 1000, "
                               "'collectable': any(o is built for o in gc.get_objects())}))\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                               check=False, cwd=str(ROOT),
-                               env={"PATH": os.environ.get("PATH", ""), "SENDGRID_API_KEY": "SG.test",
-                                    "SENDGRID_API_HOST": "http://127.0.0.1:9"})
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"frozen": True, "collectable": False}
+    found = in_a_fresh_process(code, {"SENDGRID_API_KEY": "SG.test", "SENDGRID_API_HOST": "http://127.0.0.1:9"})
+    assert found == {"frozen": True, "collectable": False}
 
 
 def test_only_the_first_request_freezes(monkeypatch):
@@ -180,13 +170,6 @@ def test_only_the_first_request_freezes(monkeypatch):
 def test_a_functions_module_is_built_for_good_once_its_first_request_starts():
     """In a fresh process: the handler's objects are the collector's to walk until the first request, which
     freezes them (a forged request is enough: it starts like any other)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
     code = ("import gc, json\n"
             "import functions.hello_tag.handler as h\n"
             "before = any(o is h.handle for o in gc.get_objects())\n"
@@ -195,23 +178,12 @@ def test_a_functions_module_is_built_for_good_once_its_first_request_starts():
             "                                'x-cld-signature': 'forged'}, 'body': '{}'}, None)\n"
             "after = any(o is h.handle for o in gc.get_objects())\n"
             "print(json.dumps([answer['statusCode'], before, after]))\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                               check=False, cwd=str(ROOT), env={"PATH": os.environ.get("PATH", ""),
-                                                                "CLOUDINARY_NOTIFICATION_SECRETS": "a-secret"})
-    assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout.strip().splitlines()[-1]) == [401, True, False]
+    assert in_a_fresh_process(code, {"CLOUDINARY_NOTIFICATION_SECRETS": "a-secret"}) == [401, True, False]
 
 
 def test_a_client_that_cannot_be_built_freezes_nothing_request_after_request():
     """In a fresh process, as a misconfigured deployment runs: botocore refuses the endpoint (no scheme) at every
     request. Each failed build froze ~29,000 objects (~10 MiB) before; now the frozen count stays put."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
     code = ("import gc, json\n"
             "from shared import aws\n"
             "counts = []\n"
@@ -221,10 +193,6 @@ def test_a_client_that_cannot_be_built_freezes_nothing_request_after_request():
             "    except ValueError:\n"
             "        counts.append(gc.get_freeze_count())\n"
             "print(json.dumps(counts))\n")
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                               check=False, cwd=str(ROOT),
-                               env={"PATH": os.environ.get("PATH", ""), "AWS_ACCESS_KEY_ID": "testing",
-                                    "AWS_SECRET_ACCESS_KEY": "testing", "HOME": "/nonexistent"})
-    assert completed.returncode == 0, completed.stderr
-    counts = json.loads(completed.stdout.strip().splitlines()[-1])
+    counts = in_a_fresh_process(code, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                                       "HOME": "/nonexistent"})
     assert len(counts) == 3 and counts[0] == counts[1] == counts[2], counts
